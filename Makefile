@@ -1,0 +1,45 @@
+# setnet: two commands set everything up on a fresh machine: `make test` and `make train`.
+# Both install into .venv on first use. TF=gpu installs tensorflow[and-cuda] instead of tensorflow-cpu.
+
+PYTHON_BASE ?= python3.11
+VENV        ?= .venv
+TF          ?= cpu
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed-$(TF)
+CONFIG      ?= configs/default.yaml
+PYTEST_ARGS ?=
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONUNBUFFERED = 1
+
+.PHONY: install test train bench bench-symmetry clean help
+
+help:
+	@echo "make test                 install on first use, then run the test suite"
+	@echo "make train [CONFIG=...]   install on first use, then train (default: $(CONFIG))"
+	@echo "make bench                every benchmark table (bench-symmetry, ...)"
+	@echo "make install [TF=gpu]     create $(VENV) and install setnet with its dependencies"
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON_BASE) >/dev/null || { echo "error: $(PYTHON_BASE) not found; install Python 3.11 or run 'make PYTHON_BASE=python3.12 ...'"; exit 1; }
+	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[$(TF),test]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+train: $(STAMP)
+	$(PY) -m pipelines.train --config $(CONFIG)
+
+bench: bench-symmetry
+
+bench-symmetry: $(STAMP)
+	$(PY) -m setnet.symmetry.bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""Data and training pipelines: TFDS datasets, tf.data input, distributed training."""
