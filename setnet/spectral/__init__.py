@@ -1,0 +1,23 @@
+"""Spectral reading of equivariant networks (seed 001): isotypic decompositions, interaction graphs of
+pointwise activations, and layer-by-layer spectra of trained networks.
+
+>>> from setnet.spectral import decompose
+>>> decompose("C8").labels
+['k=0', 'k=1', 'k=2', 'k=3', 'k=4']
+"""
+
+from setnet.spectral.isotypic import (
+    Component,
+    Isotypic,
+    cyclic_fourier,
+    decompose,
+    numerical,
+    permutation_matrix,
+    torus_fourier,
+    two_transitive,
+)
+
+__all__ = [
+    "Component", "Isotypic", "cyclic_fourier", "decompose", "numerical", "permutation_matrix",
+    "torus_fourier", "two_transitive",
+]
