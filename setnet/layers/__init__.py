@@ -1,0 +1,12 @@
+"""Equivariant Keras layers for sets, built on the orbit colors of `setnet.symmetry`.
+
+Every layer takes sets ``(batch, N, C_in)`` with N dynamic and an optional
+boolean mask ``(batch, N)``; padded points never change the outputs of real
+points and padded outputs are zero. See docs/layers.md.
+"""
+
+from setnet.layers.masked_global_pooling import MaskedGlobalPooling
+from setnet.layers.perm_equivariant_linear import PermEquivariantLinear
+from setnet.layers.tied_equivariant_dense import TiedEquivariantDense
+
+__all__ = ["MaskedGlobalPooling", "PermEquivariantLinear", "TiedEquivariantDense"]
