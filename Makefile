@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[$(TF),test]'
+	$(PY) -m pip install --quiet --no-deps 'tensorflow-serving-api>=2.21,<2.22'  # its TF pin would pull a second TensorFlow
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -1,0 +1,96 @@
+"""Small models and clouds for the serving tests, the test suite's own server and the load bench.
+
+Nothing here is for production use: `tiny_classifier` is a pointwise MLP with masked max
+and mean pooling (a DeepSets-style model with the same two named inputs, `points` and
+`mask`, as `setnet.models.build_classifier`), small enough that building, training a few
+steps and exporting it costs seconds on a shared 2-core CPU.
+
+Example:
+
+>>> model = tiny_classifier(num_classes=3, seed=0)
+>>> train_tiny(model, steps=2, seed=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _keras():
+    import keras
+    return keras
+
+
+def tiny_classifier(num_classes: int = 4, hidden: int = 16, seed: int = 0):
+    """A permutation-invariant classifier: inputs `points (B, N, 3)`, `mask (B, N)` -> logits."""
+    keras = _keras()
+    ops = keras.ops
+
+    class MaskedMaxMeanPool(keras.layers.Layer):
+        """Max and mean over the real points (mask True); padded points never count."""
+
+        def call(self, inputs):
+            x, mask = inputs
+            m = ops.expand_dims(ops.cast(mask, x.dtype), -1)
+            count = ops.maximum(ops.sum(m, axis=1), 1.0)
+            mean = ops.sum(x * m, axis=1) / count
+            biggest = ops.max(ops.where(m > 0, x, ops.full_like(x, -1e9)), axis=1)
+            return ops.concatenate([biggest, mean], axis=-1)
+
+    init = keras.initializers.GlorotUniform(seed=seed)
+    points = keras.Input(shape=(None, 3), name="points", dtype="float32")
+    mask = keras.Input(shape=(None,), name="mask", dtype="bool")
+    # Dense on (B, N, C) acts on every point alike, so it is permutation-equivariant.
+    h = keras.layers.Dense(hidden, activation="relu", kernel_initializer=init)(points)
+    h = keras.layers.Dense(hidden, activation="relu",
+                           kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 1))(h)
+    pooled = MaskedMaxMeanPool()([h, mask])
+    logits = keras.layers.Dense(num_classes,
+                                kernel_initializer=keras.initializers.GlorotUniform(seed=seed + 2)
+                                )(pooled)
+    return keras.Model({"points": points, "mask": mask}, logits, name="tiny_setnet")
+
+
+def synthetic_clouds(count: int, num_points: int, seed: int = 0, num_classes: int = 4):
+    """Labelled toy clouds: class k is a blob stretched along a class-specific axis pattern."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, num_classes, size=count)
+    scales = np.stack([np.roll([1.0, 0.4, 0.2], k) * (1 + 0.5 * (k // 3))
+                       for k in range(num_classes)])
+    clouds = rng.normal(size=(count, num_points, 3)) * scales[labels][:, None, :]
+    return clouds.astype(np.float32), labels.astype(np.int64)
+
+
+def shape_clouds(seed: int = 0, sizes=(37, 128, 300)):
+    """A few geometric clouds of different sizes (sphere, cube surface, torus)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, n in enumerate(sizes):
+        kind = i % 3
+        if kind == 0:
+            v = rng.normal(size=(n, 3))
+            out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
+        elif kind == 1:
+            v = rng.uniform(-1, 1, size=(n, 3))
+            axis = rng.integers(0, 3, size=n)
+            v[np.arange(n), axis] = np.sign(v[np.arange(n), axis])
+            out.append(v)
+        else:
+            a, b = rng.uniform(0, 2 * np.pi, size=(2, n))
+            out.append(np.stack([(1 + 0.3 * np.cos(b)) * np.cos(a),
+                                 (1 + 0.3 * np.cos(b)) * np.sin(a), 0.3 * np.sin(b)], axis=1))
+    return [c.astype(np.float32) for c in out]
+
+
+def train_tiny(model, steps: int = 20, seed: int = 0, num_points: int = 64, batch: int = 16):
+    """A few optimizer steps on synthetic clouds, so the weights are not just the init."""
+    keras = _keras()
+    num_classes = model.output_shape[-1]
+    clouds, labels = synthetic_clouds(steps * batch, num_points, seed=seed,
+                                      num_classes=num_classes)
+    mask = np.ones(clouds.shape[:2], dtype=bool)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit({"points": clouds, "mask": mask}, labels, batch_size=batch, epochs=1, verbose=0,
+              shuffle=False)
+    return model
