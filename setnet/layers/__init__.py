@@ -7,6 +7,7 @@ points and padded outputs are zero. See docs/layers.md.
 
 from setnet.layers.masked_global_pooling import MaskedGlobalPooling
 from setnet.layers.perm_equivariant_linear import PermEquivariantLinear
+from setnet.layers.perm_equivariant_quadratic import PermEquivariantQuadratic
 from setnet.layers.tied_equivariant_dense import TiedEquivariantDense
 
-__all__ = ["MaskedGlobalPooling", "PermEquivariantLinear", "TiedEquivariantDense"]
+__all__ = ["MaskedGlobalPooling", "PermEquivariantLinear", "PermEquivariantQuadratic", "TiedEquivariantDense"]
