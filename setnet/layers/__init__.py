@@ -5,9 +5,13 @@ boolean mask ``(batch, N)``; padded points never change the outputs of real
 points and padded outputs are zero. See docs/layers.md.
 """
 
+from setnet.layers.folded_equivariant import FoldedEquivariant
 from setnet.layers.masked_global_pooling import MaskedGlobalPooling
 from setnet.layers.perm_equivariant_linear import PermEquivariantLinear
 from setnet.layers.perm_equivariant_quadratic import PermEquivariantQuadratic
 from setnet.layers.tied_equivariant_dense import TiedEquivariantDense
 
-__all__ = ["MaskedGlobalPooling", "PermEquivariantLinear", "PermEquivariantQuadratic", "TiedEquivariantDense"]
+__all__ = [
+    "FoldedEquivariant", "MaskedGlobalPooling", "PermEquivariantLinear", "PermEquivariantQuadratic",
+    "TiedEquivariantDense",
+]
