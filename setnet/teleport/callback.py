@@ -1,0 +1,178 @@
+"""`TeleportCallback`: symmetry teleportation on a schedule during `model.fit`."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Mapping
+
+import keras
+
+from setnet.teleport.symmetries import find_symmetries
+from setnet.teleport.teleport import GROUPS, OPTIMIZER_STATE_POLICIES, _select, teleport
+
+# The `train.teleport` config section: keys, defaults and meaning.
+CONFIG_DEFAULTS: dict[str, Any] = {
+    "enabled": False,          # add the callback at all
+    "group": "scaling",        # scaling | gl | auto
+    "epochs": [0],             # teleport at the start of these epochs (0-based)
+    "steps": [],               # ... and before these optimizer steps (0-based global step)
+    "max_teleports": 3,        # at most this many teleports in the whole run
+    "ascent_steps": 10,        # gradient-ascent steps per teleport
+    "learning_rate": 0.1,      # ascent step size on log ‖∇L‖²
+    "max_grad_norm": None,     # cap on ‖∇L‖ after a teleport (null: none)
+    "optimizer_state": "transform",  # transform | keep
+}
+
+
+class TeleportCallback(keras.callbacks.Callback):
+    """Teleports the model at chosen epochs or steps of `model.fit` (at most K times).
+
+    Each teleport takes the next batch of `data`, moves the weights in place along
+    the model's exact symmetries to a point of larger gradient norm on that batch
+    (`setnet.teleport.teleport`), maps the optimizer state (see its
+    ``optimizer_state``), and logs ``teleport/<figure>`` metrics to the active
+    MLflow run if there is one. The results are kept in ``callback.history``.
+
+    Under ``tf.distribute`` the callback runs in cross-replica context: the
+    teleport is computed once from the (mirrored) variables and assigned to all
+    replicas. `data` must be a plain (not distributed) dataset or an (x, y) pair.
+
+    Args:
+        data: an ``(x, y)`` batch, or an iterable of such batches (e.g. a
+            ``tf.data.Dataset``; it is cycled). Extra tuple items are ignored.
+        epochs: epochs (0-based) at whose start to teleport.
+        steps: optimizer steps (0-based, ``optimizer.iterations``) before which to
+            teleport. With ``steps_per_execution > 1`` a teleport happens at the first
+            batch boundary at or after the step.
+        max_teleports: at most this many teleports (None: no limit).
+        group: "scaling", "gl" or "auto" (see `teleport`).
+        ascent_steps: gradient-ascent steps per teleport.
+        learning_rate: ascent step size.
+        max_grad_norm: optional cap on the gradient norm after a teleport.
+        loss: loss to teleport on (default: the model's compiled loss).
+        optimizer_state: "transform" or "keep" (see `teleport`).
+        verbose: 1 prints one line per teleport.
+
+    Example:
+    >>> import keras, numpy as np
+    >>> inputs = keras.Input((4,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Dense(8, activation="relu")(inputs)))
+    >>> model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    >>> x, y = np.random.rand(32, 4).astype("float32"), np.arange(32) % 3
+    >>> cb = TeleportCallback((x[:16], y[:16]), epochs=[0, 1], max_teleports=2)
+    >>> _ = model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    >>> len(cb.history)
+    2
+    """
+
+    def __init__(self, data, epochs=(0,), steps=(), max_teleports=None, group="scaling", ascent_steps=10,
+                 learning_rate=0.1, max_grad_norm=None, loss=None, optimizer_state="transform", verbose=0):
+        super().__init__()
+        if group not in GROUPS:
+            raise ValueError(f"TeleportCallback: group must be one of {', '.join(GROUPS)}; got {group!r}")
+        if optimizer_state not in OPTIMIZER_STATE_POLICIES:
+            raise ValueError(f"TeleportCallback: optimizer_state must be one of "
+                             f"{', '.join(OPTIMIZER_STATE_POLICIES)}; got {optimizer_state!r}")
+        for name, values in (("epochs", epochs), ("steps", steps)):
+            if any(not isinstance(v, int) or v < 0 for v in values):
+                raise ValueError(f"TeleportCallback: {name} must be non-negative integers; got {list(values)}")
+        if max_teleports is not None and max_teleports < 0:
+            raise ValueError(f"TeleportCallback: max_teleports must be >= 0 or None; got {max_teleports}")
+        if isinstance(data, tuple) and len(data) >= 2 and not hasattr(data, "element_spec"):
+            self._batches = None
+            self._fixed = data
+        else:
+            self._batches, self._fixed = data, None
+        self._iterator = None
+        self.epochs = sorted(set(epochs))
+        self.steps = sorted(set(steps))
+        self.max_teleports = max_teleports
+        self.kwargs = dict(group=group, steps=ascent_steps, learning_rate=learning_rate,
+                           max_grad_norm=max_grad_norm, loss=loss, optimizer_state=optimizer_state)
+        self.verbose = verbose
+        self.history: list[dict] = []
+        self._symmetries = None
+        self._pending_steps = list(self.steps)
+
+    @classmethod
+    def from_config_section(cls, section: Mapping[str, Any] | None, data, verbose=0):
+        """The callback for a ``train.teleport`` config section, or None when disabled.
+
+        Args:
+            section: mapping with keys of `CONFIG_DEFAULTS` (omitted keys take the default).
+            data: batches to teleport on (see the class docstring).
+        """
+        section = dict(section or {})
+        unknown = [k for k in section if k not in CONFIG_DEFAULTS]
+        if unknown:
+            near = difflib.get_close_matches(unknown[0], list(CONFIG_DEFAULTS), n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            raise ValueError(f"train.teleport: unknown key {unknown[0]!r}{hint} "
+                             f"(valid: {', '.join(CONFIG_DEFAULTS)})")
+        cfg = {**CONFIG_DEFAULTS, **section}
+        if not cfg["enabled"]:
+            return None
+        return cls(data, epochs=list(cfg["epochs"]), steps=list(cfg["steps"]),
+                   max_teleports=cfg["max_teleports"], group=cfg["group"], ascent_steps=cfg["ascent_steps"],
+                   learning_rate=cfg["learning_rate"], max_grad_norm=cfg["max_grad_norm"],
+                   optimizer_state=cfg["optimizer_state"], verbose=verbose)
+
+    def on_train_begin(self, logs=None):
+        # Fails at the start of training (not mid-run) when the model has no usable symmetry.
+        self._symmetries = find_symmetries(self.model)
+        _select(self._symmetries, self.kwargs["group"])
+
+    def _next_batch(self):
+        if self._fixed is not None:
+            return self._fixed[0], self._fixed[1]
+        if self._iterator is None:
+            self._iterator = iter(self._batches)
+        try:
+            batch = next(self._iterator)
+        except StopIteration:
+            self._iterator = iter(self._batches)
+            batch = next(self._iterator)
+        return batch[0], batch[1]
+
+    def _budget_left(self):
+        return self.max_teleports is None or len(self.history) < self.max_teleports
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch in self.epochs and self._budget_left():
+            self._teleport(epoch=epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if not self._pending_steps:
+            return
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step >= self._pending_steps[0]:
+            while self._pending_steps and self._pending_steps[0] <= step:
+                self._pending_steps.pop(0)
+            if self._budget_left():
+                self._teleport(step=step)
+
+    def _teleport(self, epoch=None, step=None):
+        x, y = self._next_batch()
+        result = teleport(self.model, x, y, symmetries=self._symmetries, **self.kwargs)
+        optimizer = getattr(self.model, "optimizer", None)
+        global_step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
+        result.update(epoch=epoch, step=global_step)
+        self.history.append(result)
+        if self.verbose:
+            print(f"teleport {len(self.history)} at step {global_step}: ‖∇L‖ {result['grad_norm_before']:.4g} → "
+                  f"{result['grad_norm_after']:.4g}, loss {result['loss_before']:.5g} → "
+                  f"{result['loss_after']:.5g}, {result['seconds']:.2f} s")
+        _log_to_mlflow(result, global_step, len(self.history))
+
+
+def _log_to_mlflow(result, step, count):
+    try:
+        import mlflow
+    except ImportError:  # mlflow is a dependency, but the callback does not need it to work
+        return
+    if mlflow.active_run() is None:
+        return
+    figures = {f"teleport/{k}": float(v) for k, v in result.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
+    figures["teleport/count"] = count
+    mlflow.log_metrics(figures, step=step)
