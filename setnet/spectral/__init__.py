@@ -6,6 +6,16 @@ pointwise activations, and layer-by-layer spectra of trained networks.
 ['k=0', 'k=1', 'k=2', 'k=3', 'k=4']
 """
 
+from setnet.spectral.interaction import (
+    ACTIVATIONS,
+    InteractionGraph,
+    PLFit,
+    cyclic_rule,
+    kernel_bound,
+    kernel_rule,
+    measure_graph,
+    pl_map_fit,
+)
 from setnet.spectral.isotypic import (
     Component,
     Isotypic,
@@ -18,6 +28,8 @@ from setnet.spectral.isotypic import (
 )
 
 __all__ = [
+    "ACTIVATIONS", "InteractionGraph", "PLFit", "cyclic_rule", "kernel_bound", "kernel_rule", "measure_graph",
+    "pl_map_fit",
     "Component", "Isotypic", "cyclic_fourier", "decompose", "numerical", "permutation_matrix",
     "torus_fourier", "two_transitive",
 ]
