@@ -1,0 +1,138 @@
+"""TFDS point-cloud datasets: `modelnet40`/`modelnet10`, `synthetic_shapes` and `digits`.
+
+Each dataset lives in its own TFDS folder (builder, `checksums.tsv`, README, test). This module holds
+what they share: the error types, the default directories and `prepare`, which turns a dataset name
+("modelnet40", "synthetic_shapes/small", ...) into a prepared `tfds.core.DatasetBuilder`.
+
+Importing this module does not import TensorFlow, so the error types are cheap to catch.
+
+Example:
+
+    from pipelines import datasets
+    builder = datasets.prepare("synthetic_shapes/small", data_dir="/tmp/tfds")
+    print(builder.info.splits["train"].num_examples)
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+DATASETS = ("synthetic_shapes", "digits", "modelnet40", "modelnet10")
+
+# Not a TFDS dataset name: where a Builder finds what it needs without the network.
+_PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+class DataNotFoundError(FileNotFoundError):
+    """The data a dataset needs is not on this machine; the message says how to get it."""
+
+
+class IncompleteDataError(DataNotFoundError):
+    """Only part of a dataset was found and the caller did not allow a partial copy."""
+
+
+class DownloadError(DataNotFoundError):
+    """A download could not be started or did not complete; nothing was kept of it."""
+
+
+class DataFormatError(ValueError):
+    """A data file is truncated, corrupt or inconsistent; the message names the file."""
+
+
+def _project_dir() -> pathlib.Path:
+    # An editable install (the project's own Makefile) keeps data inside the checkout; an installed
+    # wheel has no checkout, so the working directory stands in for it.
+    if (_PROJECT_ROOT / "pyproject.toml").exists():
+        return _PROJECT_ROOT
+    return pathlib.Path.cwd()
+
+
+def default_data_dir() -> pathlib.Path:
+    """Where prepared TFDS datasets go: $TFDS_DATA_DIR, else `data/tfds` in the project (git-ignored)."""
+    env = os.environ.get("TFDS_DATA_DIR")
+    return pathlib.Path(env).expanduser() if env else _project_dir() / "data" / "tfds"
+
+
+def default_manual_dir() -> pathlib.Path:
+    """Where ModelNet files are looked for: $SETNET_MODELNET_DIR, else `data/manual/modelnet`."""
+    env = os.environ.get("SETNET_MODELNET_DIR")
+    return pathlib.Path(env).expanduser() if env else _project_dir() / "data" / "manual" / "modelnet"
+
+
+def _split_name(name: str) -> tuple[str, str | None]:
+    base, _, config = name.partition("/")
+    if base not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)} "
+                         "(optionally with a builder config, e.g. 'synthetic_shapes/small')")
+    return base, config or None
+
+
+def get_builder(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False,
+                source: str = "auto"):
+    """Returns the TFDS builder for `name` without preparing it.
+
+    Args:
+      name: one of `DATASETS`, optionally "name/config" (e.g. "synthetic_shapes/small").
+      data_dir: TFDS data dir; default `default_data_dir()`.
+      manual_dir: ModelNet only: where to look for the published files; default `default_manual_dir()`.
+      allow_partial: ModelNet only: use the `<name>_partial` config, which accepts an incomplete copy.
+      source: ModelNet only: "auto", "text", "hdf5" or "off" (which published form to read).
+    """
+    base, config = _split_name(name)
+    data_dir = str(pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir())
+    if base == "synthetic_shapes":
+        from pipelines.datasets.synthetic_shapes import synthetic_shapes_dataset_builder as mod
+        return mod.Builder(data_dir=data_dir, config=config or "default")
+    if base == "digits":
+        from pipelines.datasets.digits import digits_dataset_builder as mod
+        return mod.Builder(data_dir=data_dir, config=config)
+    from pipelines.datasets.modelnet import modelnet_dataset_builder as mod
+    if config is None:
+        config = base + ("_partial" if allow_partial else "")
+    elif not config.startswith(base):
+        raise ValueError(f"config {config!r} does not belong to {base}")
+    return mod.Builder(data_dir=data_dir, config=config, manual_dir=manual_dir, source=source)
+
+
+def prepare(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False,
+            force: bool = False, source: str = "auto"):
+    """Prepares `name` (if not prepared yet) and returns its builder.
+
+    With `allow_partial`, a complete copy is still preferred: the full config is used when it is
+    prepared already or the data found is complete; only an incomplete copy goes to `<name>_partial`.
+
+    Raises:
+      DataNotFoundError: the data is not on this machine and cannot be downloaded (message says how).
+      IncompleteDataError: part of ModelNet is missing and `allow_partial` is False.
+      DataFormatError: a file is corrupt; nothing is left half-written in `data_dir`.
+    """
+    import tensorflow_datasets as tfds
+
+    base, config = _split_name(name)
+    mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if force
+            else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    kwargs = dict(data_dir=data_dir, manual_dir=manual_dir, source=source)
+    builder = get_builder(name, allow_partial=False, **kwargs)
+    if base.startswith("modelnet") and allow_partial and config is None:
+        if builder.is_prepared() and not force:
+            return builder
+        try:
+            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))
+            return builder
+        except IncompleteDataError:
+            builder = get_builder(name, allow_partial=True, **kwargs)
+    if force or not builder.is_prepared():
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))
+    return builder
+
+
+def load_prepared(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False):
+    """Like `prepare`, but reuses any prepared copy (the full one first, then a partial one)."""
+    base, config = _split_name(name)
+    if base.startswith("modelnet") and allow_partial and config is None:
+        for partial in (False, True):
+            builder = get_builder(name, data_dir=data_dir, manual_dir=manual_dir, allow_partial=partial)
+            if builder.is_prepared():
+                return builder
+    return prepare(name, data_dir=data_dir, manual_dir=manual_dir, allow_partial=allow_partial)

@@ -1,0 +1,196 @@
+"""tf.data input pipeline over the TFDS point-cloud datasets.
+
+`make_dataset` yields `({"points": float32 (B, N, C), "mask": bool (B, N)}, label int64 (B,))` with
+N = `num_points`: every set is subsampled to at most `num_points` points (without replacement, in
+random order), augmented when training, and padded with zeros up to `num_points`; `mask` marks the
+real points. Sets smaller than `num_points` (digits) and dropped points (point dropout) are padding.
+
+Randomness is seeded and stateless per example: the same `seed` gives the same batches in the same
+order (test: input_test.py). Training draws a fresh subsample, order and augmentation every epoch;
+evaluation (`training=False`) uses one fixed subsample per example, the same every epoch.
+
+Example:
+
+    from pipelines.input import make_dataset, dataset_info
+    ds = make_dataset("synthetic_shapes/small", "train", num_points=128, batch_size=8, training=True,
+                      augment={"rotate": True, "scale": [0.8, 1.25], "jitter": 0.01, "dropout": 0.5})
+    (features, label), = ds.take(1)
+    features["points"].shape, features["mask"].shape, label.shape   # (8, 128, 3) (8, 128) (8,)
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from pipelines import datasets
+
+# `augment` keys and what `True` stands for. Values follow PointNet/PointNet++ training practice.
+AUGMENT_DEFAULTS = {
+    "rotate": 2 * math.pi,       # max angle (radians) of a random rotation about the up axis
+    "scale": (0.8, 1.25),        # anisotropic: one factor per spatial axis from this range
+    "jitter": 0.01,              # Gaussian sigma per coordinate ...
+    "jitter_clip": 0.05,         # ... clipped to +-this
+    "dropout": 0.875,            # point dropout: a ratio drawn from [0, this] of points masked out
+    "up_axis": None,             # override the dataset's up axis (ModelNet: 1 = y, digits: 2)
+}
+
+
+def _normalize_augment(augment) -> dict:
+    """Validates an `augment` dict; returns {key: value} with disabled entries dropped."""
+    if augment is None:
+        return {}
+    if not isinstance(augment, dict):
+        raise TypeError(f"augment must be a dict like {{'rotate': True, 'jitter': 0.01}}, got {augment!r}")
+    unknown = sorted(set(augment) - set(AUGMENT_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown augment key(s) {unknown}; known: {sorted(AUGMENT_DEFAULTS)}")
+    out = {}
+    for key, value in augment.items():
+        if value is None or value is False or (key != "up_axis" and value == 0):
+            continue
+        if value is True:
+            value = AUGMENT_DEFAULTS[key]
+        if key == "scale":
+            lo, hi = (float(v) for v in value)
+            if not 0 < lo <= hi:
+                raise ValueError(f"augment['scale'] must be [low, high] with 0 < low <= high, got {value!r}")
+            value = (lo, hi)
+        elif key == "up_axis":
+            if value not in (0, 1, 2):
+                raise ValueError(f"augment['up_axis'] must be 0, 1 or 2, got {value!r}")
+        else:
+            value = float(value)
+            if value < 0 or (key == "dropout" and value >= 1):
+                raise ValueError(f"augment[{key!r}] out of range: {value!r}"
+                                 + (" (dropout ratio must be in [0, 1))" if key == "dropout" else ""))
+        out[key] = value
+    return out
+
+
+def dataset_info(name: str, data_dir=None, manual_dir=None, allow_partial: bool = False) -> dict:
+    """Prepares `name` if needed and returns {num_classes, class_names, splits: {split: count}, version}."""
+    builder = datasets.load_prepared(name, data_dir=data_dir, manual_dir=manual_dir,
+                                     allow_partial=allow_partial)
+    names = list(builder.info.features["label"].names)
+    return {"num_classes": len(names), "class_names": names,
+            "splits": {k: int(v.num_examples) for k, v in builder.info.splits.items()},
+            "version": str(builder.info.version)}
+
+
+def _rotation_about(axis: int, angle):
+    c, s = tf.cos(angle), tf.sin(angle)
+    one, zero = tf.ones_like(c), tf.zeros_like(c)
+    # Right-handed rotation about `axis`, acting on row vectors as points @ R.
+    rows = {0: [[one, zero, zero], [zero, c, s], [zero, -s, c]],
+            1: [[c, zero, -s], [zero, one, zero], [s, zero, c]],
+            2: [[c, s, zero], [-s, c, zero], [zero, zero, one]]}[axis]
+    return tf.stack([tf.stack(r) for r in rows])
+
+
+def _make_example_fn(num_points: int, training: bool, augment: dict, up_axis: int, spatial_axes):
+    channels = 3
+    spatial = tf.constant([1.0 if a in spatial_axes else 0.0 for a in range(channels)])
+
+    def fn(points, label, seed):
+        # One stateless stream per example: `seed` (2,) comes from a seeded random dataset.
+        seeds = tf.random.experimental.stateless_split(seed, num=6)
+        n = tf.shape(points)[0]
+        k = tf.minimum(n, num_points)
+        # First k of a random permutation: a subsample without replacement, in random order.
+        order = tf.argsort(tf.random.stateless_uniform([n], seed=seeds[0]))[:k]
+        pts = tf.gather(points, order)
+        mask = tf.ones([k], tf.bool)
+        if training and augment:
+            if "rotate" in augment:
+                angle = tf.random.stateless_uniform([], seeds[1], 0.0, augment["rotate"])
+                pts = pts @ _rotation_about(augment.get("up_axis", up_axis), angle)
+            if "scale" in augment:
+                lo, hi = augment["scale"]
+                factors = tf.random.stateless_uniform([channels], seeds[2], lo, hi)
+                pts = pts * (spatial * factors + (1.0 - spatial))
+            if "jitter" in augment:
+                clip = augment.get("jitter_clip", AUGMENT_DEFAULTS["jitter_clip"])
+                noise = tf.random.stateless_normal([k, channels], seeds[3], stddev=augment["jitter"])
+                pts = pts + tf.clip_by_value(noise, -clip, clip) * spatial
+            if "dropout" in augment:
+                ratio = tf.random.stateless_uniform([], seeds[4], 0.0, augment["dropout"])
+                keep = tf.random.stateless_uniform([k], seeds[5]) >= ratio
+                keep = tf.tensor_scatter_nd_update(keep, [[0]], [True])  # never drop a whole set
+                mask = keep
+                pts = pts * tf.cast(keep, pts.dtype)[:, None]
+        return {"points": pts, "mask": mask}, label
+
+    return fn
+
+
+def make_dataset(name: str, split: str, *, num_points: int = 1024, batch_size: int = 32,
+                 training: bool = False, augment: dict | None = None, seed: int = 0, data_dir=None,
+                 manual_dir=None, allow_partial: bool = False, strategy=None,
+                 cache: bool = True) -> tf.data.Dataset:
+    """Batched, padded, masked tf.data pipeline over split `split` of dataset `name`.
+
+    Args:
+      name: "synthetic_shapes", "digits", "modelnet40" or "modelnet10" (optionally "name/config").
+        Prepared on first use; ModelNet raises `pipelines.datasets.DataNotFoundError` when its files
+        are not on this machine.
+      split: a TFDS split ("train", "test", "train[:90%]", ...).
+      num_points: points per set after subsampling; smaller sets are padded (mask False).
+      batch_size: the GLOBAL batch size; with a `strategy` each replica gets
+        batch_size / strategy.num_replicas_in_sync (must divide evenly).
+      training: shuffle, resample points and augment every epoch, and drop the last partial batch.
+      augment: dict of augmentations, applied only when `training` (see `AUGMENT_DEFAULTS`);
+        `True` for a key means its default, e.g. {"rotate": True, "scale": [0.9, 1.1], "jitter": 0.01,
+        "jitter_clip": 0.05, "dropout": 0.5}.
+      seed: seeds file order, shuffling, subsampling and augmentation.
+      data_dir, manual_dir, allow_partial: see `pipelines.datasets.prepare`.
+      strategy: a `tf.distribute.Strategy`, or None. The result can be passed to
+        `strategy.experimental_distribute_dataset` (or to `model.fit` in the strategy's scope); its
+        auto-shard policy is DATA so that every worker reads the TFDS files and keeps its share.
+      cache: keep the decoded split in memory after the first epoch.
+
+    Returns:
+      A `tf.data.Dataset` of `({"points": float32 (B, num_points, C), "mask": bool (B, num_points)},
+      label int64 (B,))`.
+    """
+    if num_points < 1 or batch_size < 1:
+        raise ValueError(f"num_points and batch_size must be >= 1, got {num_points} and {batch_size}")
+    aug = _normalize_augment(augment)
+    if strategy is not None and batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"batch_size {batch_size} is the global batch and must be divisible by the "
+                         f"{strategy.num_replicas_in_sync} replicas of {type(strategy).__name__}")
+    import tensorflow_datasets as tfds
+
+    builder = datasets.load_prepared(name, data_dir=data_dir, manual_dir=manual_dir,
+                                     allow_partial=allow_partial)
+    meta = builder.info.metadata or {}
+    up_axis = int(meta.get("up_axis", 1))
+    spatial_axes = tuple(meta.get("spatial_axes", (0, 1, 2)))
+    num_examples = builder.info.splits[split].num_examples
+    if num_examples == 0:
+        raise ValueError(f"split {split!r} of {name} has no examples")
+
+    read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
+    ds = builder.as_dataset(split=split, shuffle_files=training, read_config=read_config)
+    ds = ds.map(lambda ex: (ex["points"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+    if training:
+        ds = ds.shuffle(min(num_examples, 10_000), seed=seed, reshuffle_each_iteration=True)
+    # Pairs of int64 per example as stateless seeds; new pairs each epoch only when training.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=training).batch(2)
+    example_fn = _make_example_fn(num_points, training, aug, up_axis, spatial_axes)
+    ds = tf.data.Dataset.zip(ds, seeds).map(lambda example, s: example_fn(*example, s),
+                                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    channels = 3
+    ds = ds.padded_batch(
+        batch_size,
+        padded_shapes=({"points": [num_points, channels], "mask": [num_points]}, []),
+        padding_values=({"points": 0.0, "mask": False}, tf.constant(0, tf.int64)),
+        drop_remainder=training and num_examples >= batch_size)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.deterministic = True
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
