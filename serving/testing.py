@@ -94,3 +94,43 @@ def train_tiny(model, steps: int = 20, seed: int = 0, num_points: int = 64, batc
     model.fit({"points": clouds, "mask": mask}, labels, batch_size=batch, epochs=1, verbose=0,
               shuffle=False)
     return model
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class serve_in_thread:
+    """Runs an ASGI app under uvicorn in a background thread: `with serve_in_thread(app) as url`."""
+
+    def __init__(self, app, host: str = "127.0.0.1"):
+        import socket
+
+        import uvicorn
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.url = f"http://{host}:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                                    lifespan="on"))
+
+    def __enter__(self) -> str:
+        import threading
+        import time
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        return self.url
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.sock.close()

@@ -1,0 +1,486 @@
+"""REST client for TF Serving (and the embedded server): point-cloud files in, classes out.
+
+    python -m serving.client predict --url http://127.0.0.1:8501 --model setnet chair.off cloud.npy
+    python -m serving.client status --url http://127.0.0.1:8501 --model setnet
+    python -m serving.client metadata --url http://127.0.0.1:8501 --model setnet --version 2
+
+In Python:
+
+>>> client = ServingClient("http://127.0.0.1:8501", "setnet")           # doctest: +SKIP
+>>> out = client.predict(clouds)        # list of (N_i, 3) arrays or an array (B, N, 3)  # doctest: +SKIP
+>>> out["class_id"], out["probabilities"]                                # doctest: +SKIP
+
+Clouds of one size go to `serving_default` in TF Serving's row format; clouds of
+different sizes are padded and sent with a mask to `serving_masked`. Large inputs are
+split into requests of `batch_size` clouds. 503 (unavailable, e.g. a version still
+loading) and 429 (busy) answers, timeouts and refused connections are retried with
+exponential backoff (and the server's Retry-After); other errors are raised at once as
+`ServingClientError` with the server's message. Nothing here needs TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import random
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+
+__all__ = ["ServingClient", "ServingClientError", "load_clouds", "CloudFileError"]
+
+RETRY_STATUS = (429, 503)
+
+
+class ServingClientError(Exception):
+    """A request failed; `status` is the HTTP status (None if the server was unreachable)."""
+
+    def __init__(self, status: int | None, message: str, url: str = ""):
+        super().__init__(f"{status or 'no answer'}: {message}" + (f" ({url})" if url else ""))
+        self.status = status
+        self.message = message
+        self.url = url
+
+
+class CloudFileError(ValueError):
+    """A point-cloud file could not be read; the message names the file and the problem."""
+
+
+def _encode(value) -> bytes:
+    # float32 -> float64 is exact and Python's repr round-trips float64, so the server
+    # parses back exactly the float32 values given here.
+    return json.dumps(value, separators=(",", ":"), allow_nan=True).encode("utf-8")
+
+
+class ServingClient:
+    """Client for one model on a TF Serving REST endpoint.
+
+    Args:
+        url: server root, e.g. `http://127.0.0.1:8501`.
+        model_name: model name in the URLs.
+        version: pin a version (`/versions/N`); default: the server's choice (highest).
+        label: pin a version label (`/labels/L`) instead.
+        timeout: seconds per HTTP request.
+        retries: extra attempts after a 503, 429, timeout or refused connection.
+        backoff: first retry delay in seconds; doubles each retry (with jitter), capped at
+            `max_backoff`; a larger Retry-After from the server wins.
+        batch_size: most clouds per request.
+        http: an `httpx.Client` to use (tests pass one with a mock transport).
+    """
+
+    def __init__(self, url: str, model_name: str, *, version: int | None = None,
+                 label: str | None = None, timeout: float = 30.0, retries: int = 4,
+                 backoff: float = 0.25, max_backoff: float = 8.0, batch_size: int = 32,
+                 http=None, sleep: Callable[[float], None] = time.sleep):
+        import httpx
+
+        if version is not None and label is not None:
+            raise ValueError("pass a version or a label, not both")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.url = url.rstrip("/")
+        self.model_name = model_name
+        self.version, self.label = version, label
+        self.timeout, self.retries = timeout, retries
+        self.backoff, self.max_backoff = backoff, max_backoff
+        self.batch_size = batch_size
+        self.http = http or httpx.Client(timeout=timeout)
+        self._sleep = sleep
+        self.attempts = 0  # HTTP requests sent, retries included (for tests and benches)
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def model_path(self, version: int | None = None, label: str | None = None) -> str:
+        version = self.version if version is None and label is None else version
+        label = self.label if label is None and version is None else label
+        path = f"/v1/models/{self.model_name}"
+        if version is not None:
+            path += f"/versions/{int(version)}"
+        elif label is not None:
+            path += f"/labels/{label}"
+        return path
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
+        delay = min(self.max_backoff, self.backoff * 2 ** attempt)
+        delay *= 0.5 + random.random() / 2  # jitter: clients that failed together spread out
+        if retry_after:
+            try:
+                delay = max(delay, min(float(retry_after), self.max_backoff))
+            except ValueError:
+                pass
+        return delay
+
+    def request(self, method: str, path: str, body: bytes | None = None) -> dict:
+        """One API call with retries; returns the parsed JSON answer."""
+        import httpx
+
+        url = self.url + path
+        for attempt in range(self.retries + 1):
+            self.attempts += 1
+            last = attempt == self.retries
+            try:
+                response = self.http.request(
+                    method, url, content=body, timeout=self.timeout,
+                    headers={"Content-Type": "application/json"} if body is not None else None)
+            except httpx.TimeoutException as err:
+                if last:
+                    raise ServingClientError(None, f"no answer within {self.timeout} s after "
+                                             f"{attempt + 1} attempts ({type(err).__name__}); "
+                                             f"raise --timeout or send smaller batches",
+                                             url) from err
+                self._sleep(self._delay(attempt, None))
+                continue
+            except httpx.TransportError as err:
+                if last:
+                    raise ServingClientError(None, f"cannot reach the server after {attempt + 1} "
+                                             f"attempts: {err}. Is it running at {self.url}?",
+                                             url) from err
+                self._sleep(self._delay(attempt, None))
+                continue
+            if response.status_code in RETRY_STATUS and not last:
+                self._sleep(self._delay(attempt, response.headers.get("retry-after")))
+                continue
+            if response.status_code >= 400:
+                try:
+                    message = response.json().get("error", response.text)
+                except ValueError:
+                    message = response.text or response.reason_phrase
+                raise ServingClientError(response.status_code, message, url)
+            try:
+                return response.json()
+            except ValueError as err:
+                raise ServingClientError(response.status_code,
+                                         f"the answer is not JSON: {response.text[:200]!r}",
+                                         url) from err
+        raise AssertionError("unreachable")
+
+    # -- API ----------------------------------------------------------------------------
+
+    def status(self, version: int | None = None, label: str | None = None) -> dict:
+        """GET /v1/models/NAME[/versions/N|/labels/L]: the model_version_status list."""
+        return self.request("GET", self.model_path(version, label))
+
+    def metadata(self, version: int | None = None, label: str | None = None) -> dict:
+        """GET .../metadata: model_spec and the signature defs."""
+        return self.request("GET", self.model_path(version, label) + "/metadata")
+
+    def predict_json(self, body: dict, version: int | None = None,
+                     label: str | None = None) -> dict:
+        """POST any TF Serving predict body (row or columnar) and return the answer."""
+        return self.request("POST", self.model_path(version, label) + ":predict", _encode(body))
+
+    def predict(self, clouds, *, signature_name: str | None = None, columnar: bool = False,
+                masked: bool | None = None, version: int | None = None,
+                label: str | None = None) -> dict[str, np.ndarray]:
+        """Predicts clouds, in requests of at most `batch_size` clouds.
+
+        Args:
+            clouds: array `(B, N, 3)` or a list of `(N_i, 3)` arrays.
+            signature_name: default `serving_default`, or `serving_masked` when padding.
+            columnar: send `{"inputs": ...}` instead of `{"instances": ...}`.
+            masked: pad and send a mask (default: only when the clouds differ in size).
+            version, label: pin a version for this call.
+
+        Returns:
+            dict of output name -> array with one row per cloud, in the order given
+            (`probabilities` (B, K) and `class_id` (B,) for setnet exports).
+        """
+        clouds = _as_cloud_list(clouds)
+        if masked is None:
+            masked = len({c.shape[0] for c in clouds}) > 1
+        parts = []
+        for start in range(0, len(clouds), self.batch_size):
+            chunk = clouds[start:start + self.batch_size]
+            body = _predict_body(chunk, masked=masked, columnar=columnar,
+                                 signature_name=signature_name)
+            parts.append(_parse_outputs(self.predict_json(body, version, label), len(chunk)))
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def _as_cloud_list(clouds) -> list[np.ndarray]:
+    if isinstance(clouds, np.ndarray):
+        if clouds.ndim == 2:
+            clouds = clouds[None]
+        if clouds.ndim != 3:
+            raise ValueError(f"clouds must be (B, N, 3) or a list of (N, 3); got {clouds.shape}")
+        return [np.asarray(c, dtype=np.float32) for c in clouds]
+    out = [np.asarray(c, dtype=np.float32) for c in clouds]
+    if not out:
+        raise ValueError("no clouds to predict")
+    for i, c in enumerate(out):
+        if c.ndim != 2:
+            raise ValueError(f"cloud {i} must have shape (N, 3); got {c.shape}")
+    return out
+
+
+def _predict_body(chunk: Sequence[np.ndarray], *, masked: bool, columnar: bool,
+                  signature_name: str | None) -> dict:
+    if masked:
+        n = max(c.shape[0] for c in chunk)
+        points = np.zeros((len(chunk), n, chunk[0].shape[1]), dtype=np.float32)
+        mask = np.zeros((len(chunk), n), dtype=bool)
+        for i, c in enumerate(chunk):
+            points[i, :len(c)] = c
+            mask[i, :len(c)] = True
+        body = {"signature_name": signature_name or "serving_masked"}
+        if columnar:
+            body["inputs"] = {"points": points.tolist(), "mask": mask.tolist()}
+        else:
+            body["instances"] = [{"points": p.tolist(), "mask": m.tolist()}
+                                 for p, m in zip(points, mask)]
+        return body
+    sizes = {c.shape for c in chunk}
+    if len(sizes) > 1:
+        raise ValueError(f"clouds of different shapes {sorted(sizes)} need masked=True")
+    body = {} if signature_name is None else {"signature_name": signature_name}
+    stacked = np.stack(chunk).tolist()
+    body["inputs" if columnar else "instances"] = stacked
+    return body
+
+
+def _parse_outputs(answer: dict, count: int) -> dict[str, np.ndarray]:
+    if "predictions" in answer:
+        rows = answer["predictions"]
+        if rows and isinstance(rows[0], dict):
+            out = {k: np.asarray([r[k] for r in rows]) for k in rows[0]}
+        else:
+            out = {"output": np.asarray(rows)}
+    elif "outputs" in answer:
+        outputs = answer["outputs"]
+        out = ({k: np.asarray(v) for k, v in outputs.items()} if isinstance(outputs, dict)
+               else {"output": np.asarray(outputs)})
+    else:
+        raise ServingClientError(200, f"the answer has neither 'predictions' nor 'outputs': "
+                                 f"{str(answer)[:200]}")
+    for k, v in out.items():
+        if v.shape[:1] != (count,):
+            raise ServingClientError(200, f"output {k!r} has {v.shape[:1]} rows for {count} "
+                                     f"clouds")
+    if "probabilities" in out:
+        out["probabilities"] = out["probabilities"].astype(np.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- files
+
+def _read_off(path: pathlib.Path, num_points: int, seed: int) -> np.ndarray:
+    tokens_by_line = [line.split("#")[0].split() for line in
+                      path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    lines = [t for t in tokens_by_line if t]
+    if not lines or not lines[0][0].upper().startswith("OFF"):
+        raise CloudFileError(f"{path}: not an OFF file (the first line must start with OFF)")
+    head = lines[0]
+    # ModelNet's OFF files sometimes glue the counts to the keyword: "OFF490 518 0".
+    counts = ([head[0][3:]] if len(head[0]) > 3 else []) + head[1:]
+    body = lines[1:]
+    if len(counts) < 2:
+        counts, body = body[0], body[1:]
+    try:
+        nv, nf = int(counts[0]), int(counts[1])
+        verts = np.array([[float(x) for x in body[i][:3]] for i in range(nv)])
+        faces = [[int(x) for x in body[nv + j][1:1 + int(body[nv + j][0])]] for j in range(nf)]
+    except (ValueError, IndexError) as err:
+        raise CloudFileError(f"{path}: malformed OFF file ({err}); expected 'OFF', then "
+                             f"'V F E' counts, V vertex lines and F face lines") from err
+    if nv == 0:
+        raise CloudFileError(f"{path}: the mesh has no vertices")
+    tris = np.array([[f[0], f[k], f[k + 1]] for f in faces for k in range(1, len(f) - 1)],
+                    dtype=np.int64).reshape(-1, 3)
+    if len(tris) == 0 or tris.max() >= nv:
+        return verts  # a point set, not a mesh
+    a, b, c = verts[tris[:, 0]], verts[tris[:, 1]], verts[tris[:, 2]]
+    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
+    if area.sum() <= 0:
+        return verts
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(tris), size=num_points, p=area / area.sum())
+    u, v = rng.random((2, num_points, 1))
+    flip = (u + v) > 1  # reflect into the triangle: uniform on its surface
+    u, v = np.where(flip, 1 - u, u), np.where(flip, 1 - v, v)
+    return a[pick] + u * (b[pick] - a[pick]) + v * (c[pick] - a[pick])
+
+
+def _read_txt(path: pathlib.Path) -> np.ndarray:
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = f.readline()
+    delimiter = "," if "," in first else None
+    try:
+        data = np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=np.float64)
+    except ValueError as err:
+        raise CloudFileError(f"{path}: cannot read numbers ({err}); expected one point per "
+                             f"line: x y z [more columns], separated by spaces or commas") from err
+    return data
+
+
+def load_clouds(path, *, num_points: int | None = None, sample: str = "first",
+                h5_key: str | None = None, normalize: bool = False,
+                seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """Reads point clouds from a file: `[(label, (N, 3) float32 array), ...]`.
+
+    Args:
+        path: `.npy` ((N, C) or (B, N, C)), `.txt`/`.csv`/`.xyz`/`.pts` (one point a line,
+            e.g. ModelNet's `x,y,z,nx,ny,nz`), `.h5`/`.hdf5` (PointNet layout: dataset
+            `data` (B, N, C)) or `.off` (a mesh: `num_points` points sampled uniformly on its
+            surface, default 1024). Only the first three columns (x, y, z) are used.
+        num_points: at most this many points per cloud (`sample` says which).
+        sample: `first` (the first points; ModelNet's resampled files are ordered so that
+            any prefix covers the shape) or `random`.
+        h5_key: dataset in an HDF5 file (default `data`, else the only 2-D/3-D dataset).
+        normalize: centre each cloud and scale it into the unit sphere (raw meshes usually
+            need this; the ModelNet files here are already normalised).
+        seed: seed for surface sampling and `sample="random"`.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise CloudFileError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            data = np.load(path, allow_pickle=False)
+        except ValueError as err:
+            raise CloudFileError(f"{path}: not a numeric .npy array ({err})") from err
+    elif suffix in (".txt", ".csv", ".xyz", ".pts"):
+        data = _read_txt(path)
+    elif suffix in (".h5", ".hdf5"):
+        import h5py
+        try:
+            with h5py.File(path, "r") as f:
+                key = h5_key
+                if key is None:
+                    candidates = [k for k, v in f.items()
+                                  if isinstance(v, h5py.Dataset) and v.ndim in (2, 3)]
+                    key = "data" if "data" in f else (candidates[0] if len(candidates) == 1
+                                                       else None)
+                if key is None or key not in f:
+                    raise CloudFileError(f"{path}: no dataset {h5_key or 'data'!r}; datasets: "
+                                         f"{sorted(f)} (pick one with --h5-key)")
+                data = f[key][()]
+        except OSError as err:
+            raise CloudFileError(f"{path}: not a readable HDF5 file ({err})") from err
+    elif suffix == ".off":
+        data = _read_off(path, num_points or 1024, seed)
+    else:
+        raise CloudFileError(f"{path}: unknown file type {suffix!r}; use .npy, .txt, .csv, "
+                             f".xyz, .pts, .h5, .hdf5 or .off")
+    data = np.asarray(data)
+    if data.dtype.kind not in "fiu":
+        raise CloudFileError(f"{path}: expected numbers, found {data.dtype}")
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3 or data.shape[-1] < 3 or data.shape[1] == 0:
+        raise CloudFileError(f"{path}: expected points of shape (N, 3+) or (B, N, 3+), got "
+                             f"{tuple(data.shape)}")
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, cloud in enumerate(data[..., :3].astype(np.float64)):
+        if not np.isfinite(cloud).all():
+            raise CloudFileError(f"{path}: cloud {i} has NaN or Inf coordinates")
+        if num_points is not None and len(cloud) > num_points:
+            cloud = (cloud[:num_points] if sample == "first"
+                     else cloud[np.sort(rng.choice(len(cloud), num_points, replace=False))])
+        if normalize:
+            cloud = cloud - cloud.mean(axis=0)
+            radius = np.linalg.norm(cloud, axis=1).max()
+            cloud = cloud / radius if radius > 0 else cloud
+        label = str(path) if len(data) == 1 else f"{path}[{i}]"
+        out.append((label, cloud.astype(np.float32)))
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m serving.client",
+                                description="Talk to a TF Serving REST endpoint.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--url", default="http://127.0.0.1:8501", help="server root URL")
+        sp.add_argument("--model", required=True, help="model name")
+        pin = sp.add_mutually_exclusive_group()
+        pin.add_argument("--version", type=int, help="pin a version")
+        pin.add_argument("--label", help="pin a version label")
+        sp.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+        sp.add_argument("--retries", type=int, default=4, help="retries on 503/429/timeouts")
+
+    pr = sub.add_parser("predict", help="classify point-cloud files")
+    common(pr)
+    pr.add_argument("files", nargs="+", help=".npy .txt .csv .xyz .pts .h5 .hdf5 .off")
+    pr.add_argument("--batch-size", type=int, default=32, help="clouds per request")
+    pr.add_argument("--num-points", type=int, help="at most this many points per cloud "
+                                                   "(and the sample size for .off meshes)")
+    pr.add_argument("--sample", choices=("first", "random"), default="first")
+    pr.add_argument("--normalize", action="store_true",
+                    help="centre and scale each cloud into the unit sphere")
+    pr.add_argument("--h5-key", help="HDF5 dataset (default: data)")
+    pr.add_argument("--signature", help="signature name (default: serving_default, or "
+                                        "serving_masked for clouds of different sizes)")
+    pr.add_argument("--columnar", action="store_true", help="send {'inputs': ...}")
+    pr.add_argument("--class-names", help="file with one class name a line (an export's "
+                                          "assets/class_names.txt)")
+    pr.add_argument("--top-k", type=int, default=1, help="classes to show per cloud")
+    pr.add_argument("--json", help="also write the results to this JSON file")
+    for name, help_ in (("status", "model version status"), ("metadata", "signature defs")):
+        common(sub.add_parser(name, help=help_))
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        client = ServingClient(args.url, args.model, version=args.version, label=args.label,
+                               timeout=args.timeout, retries=args.retries,
+                               batch_size=getattr(args, "batch_size", 32))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "status":
+            print(json.dumps(client.status(), indent=2))
+            return 0
+        if args.command == "metadata":
+            print(json.dumps(client.metadata(), indent=2))
+            return 0
+        names = None
+        if args.class_names:
+            names = pathlib.Path(args.class_names).read_text(encoding="utf-8").splitlines()
+        clouds = []
+        for f in args.files:
+            clouds += load_clouds(f, num_points=args.num_points, sample=args.sample,
+                                  h5_key=args.h5_key, normalize=args.normalize)
+        out = client.predict([c for _, c in clouds], signature_name=args.signature,
+                             columnar=args.columnar)
+    except (CloudFileError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ServingClientError as err:
+        print(f"error: the server answered {err.status or 'nothing'}: {err.message}",
+              file=sys.stderr)
+        return 1
+    probs = out.get("probabilities")
+    results = []
+    width = max(len(label) for label, _ in clouds)
+    for i, (label, cloud) in enumerate(clouds):
+        item = {"source": label, "points": int(len(cloud))}
+        item.update({k: v[i].tolist() for k, v in out.items()})
+        if probs is not None:
+            top = np.argsort(-probs[i])[:max(1, args.top_k)]
+            item["top"] = [{"class_id": int(k), "probability": float(probs[i, k]),
+                            **({"class_name": names[k]} if names and k < len(names) else {})}
+                           for k in top]
+            shown = "  ".join(f"{t.get('class_name', t['class_id'])} {t['probability']:.3f}"
+                              for t in item["top"])
+        else:
+            shown = json.dumps({k: v[i].tolist() for k, v in out.items()})[:120]
+        print(f"{label:<{width}}  {len(cloud):>6} pts  {shown}")
+        results.append(item)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

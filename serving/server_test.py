@@ -1,0 +1,432 @@
+"""Tests of the embedded TF-Serving-compatible server, over real HTTP on 127.0.0.1."""
+
+import json
+import os
+import pathlib
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra import numpy as hnp  # noqa: E402
+
+from serving import server as S  # noqa: E402
+from serving.export import export_model  # noqa: E402
+from serving.testing import serve_in_thread, tiny_classifier, train_tiny  # noqa: E402
+
+CLASSES = ["a", "b", "c", "d"]
+LIMITS = S.Limits(max_points=500, max_batch_size=16, max_body_bytes=1_000_000, max_inflight=8)
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def models():
+    """Two trained tiny models with different weights (versions 1 and 2 of one model)."""
+    return [train_tiny(tiny_classifier(len(CLASSES), seed=s), steps=3, seed=s) for s in (0, 7)]
+
+
+@pytest.fixture(scope="module")
+def base(models, tmp_path_factory):
+    root = tmp_path_factory.mktemp("exports")
+    for m in models:
+        export_model(m, root, "tiny", CLASSES)
+    return root / "tiny"
+
+
+@pytest.fixture(scope="module")
+def reference(base):
+    """The SavedModels called in process: what every REST answer must equal."""
+    import tensorflow as tf
+    loaded = {v: tf.saved_model.load(str(base / str(v))) for v in (1, 2)}
+
+    def predict(version, points, mask=None):
+        sig = loaded[version].signatures["serving_default" if mask is None else "serving_masked"]
+        kw = {"points": tf.constant(points, tf.float32)}
+        if mask is not None:
+            kw["mask"] = tf.constant(mask)
+        return {k: v.numpy() for k, v in sig(**kw).items()}
+
+    return predict
+
+
+@pytest.fixture(scope="module")
+def url(base):
+    registry = S.ModelRegistry([S.ModelConfig("tiny", str(base), ("all",),
+                                              {"stable": 1, "canary": 2})], poll_seconds=0)
+    registry.poll_once()
+    with serve_in_thread(S.create_app(registry, LIMITS)) as u:
+        yield u
+
+
+def clouds(batch=3, n=40, seed=0):
+    return np.random.default_rng(seed).normal(size=(batch, n, 3)).astype(np.float32)
+
+
+def test_status_document(url):
+    r = httpx.get(f"{url}/v1/models/tiny")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    ok = {"error_code": "OK", "error_message": ""}
+    assert r.json() == {"model_version_status": [
+        {"version": "2", "state": "AVAILABLE", "status": ok},
+        {"version": "1", "state": "AVAILABLE", "status": ok}]}
+    for path in ("/versions/1", "/labels/stable"):
+        assert httpx.get(f"{url}/v1/models/tiny{path}").json() == {"model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": ok}]}
+
+
+def test_metadata_renders_the_saved_model_signature_defs(url, base):
+    from google.protobuf import json_format
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((base / "1" / "saved_model.pb").read_bytes())
+    want = {name: json_format.MessageToDict(sig, preserving_proto_field_name=True,
+                                            always_print_fields_with_no_presence=True)
+            for name, sig in saved.meta_graphs[0].signature_def.items()}
+    doc = httpx.get(f"{url}/v1/models/tiny/versions/1/metadata").json()
+    assert doc["model_spec"] == {"name": "tiny", "signature_name": "", "version": "1"}
+    assert doc["metadata"]["signature_def"]["signature_def"] == want
+    sig = want["serving_default"]
+    assert sig["method_name"] == "tensorflow/serving/predict"
+    assert sig["inputs"]["points"]["dtype"] == "DT_FLOAT"
+    assert [d["size"] for d in sig["inputs"]["points"]["tensor_shape"]["dim"]] == ["-1", "-1", "3"]
+    assert set(want["serving_masked"]["inputs"]) == {"points", "mask"}
+    assert set(sig["outputs"]) == {"probabilities", "class_id"}
+    latest = httpx.get(f"{url}/v1/models/tiny/metadata").json()
+    assert latest["model_spec"]["version"] == "2"
+
+
+def test_row_and_columnar_predict_equal_the_saved_model(url, reference):
+    x = clouds()
+    row = httpx.post(f"{url}/v1/models/tiny:predict", json={"instances": x.tolist()}).json()
+    col = httpx.post(f"{url}/v1/models/tiny:predict", json={"inputs": x.tolist()}).json()
+    want = reference(2, x)
+    assert len(row["predictions"]) == 3 and set(row["predictions"][0]) == {"probabilities",
+                                                                          "class_id"}
+    np.testing.assert_allclose([p["probabilities"] for p in row["predictions"]],
+                               want["probabilities"], rtol=0, atol=1e-7)
+    assert [p["class_id"] for p in row["predictions"]] == want["class_id"].tolist()
+    np.testing.assert_array_equal(np.float32(col["outputs"]["probabilities"]),
+                                  np.float32([p["probabilities"] for p in row["predictions"]]))
+    assert col["outputs"]["class_id"] == want["class_id"].tolist()
+    # Row objects keyed by input name, and the masked signature in both formats.
+    named = httpx.post(f"{url}/v1/models/tiny:predict",
+                       json={"instances": [{"points": c} for c in x.tolist()]}).json()
+    assert named == row
+    mask = np.ones(x.shape[:2], bool)
+    masked = httpx.post(f"{url}/v1/models/tiny:predict", json={
+        "signature_name": "serving_masked",
+        "inputs": {"points": x.tolist(), "mask": mask.tolist()}}).json()
+    np.testing.assert_allclose(masked["outputs"]["probabilities"], want["probabilities"],
+                               atol=1e-6)
+
+
+def test_versions_and_labels_pin_the_model(url, reference):
+    x = clouds(2, 30, seed=5)
+    for path, version in (("/versions/1", 1), ("/versions/2", 2), ("/labels/stable", 1),
+                          ("/labels/canary", 2), ("", 2)):
+        got = httpx.post(f"{url}/v1/models/tiny{path}:predict", json={"inputs": x.tolist()})
+        np.testing.assert_allclose(got.json()["outputs"]["probabilities"],
+                                   reference(version, x)["probabilities"], atol=1e-7)
+    assert not np.allclose(reference(1, x)["probabilities"], reference(2, x)["probabilities"])
+
+
+GOOD = {"instances": clouds(2, 20).round(4).tolist()}
+BIG_CLOUD = [[0.5, 0.5, 0.5]] * 501
+M = "/v1/models/tiny"
+
+BAD_REQUESTS = [
+    # (what, method, path, body, status, message fragment)
+    ("empty body", "POST", M + ":predict", b"", 400, "JSON Parse error: The document is empty"),
+    ("malformed JSON", "POST", M + ":predict", b"instances = [1, 2]", 400,
+     "JSON Parse error: Invalid value."),
+    ("truncated JSON", "POST", M + ":predict", b'{"instances": [[[1, 2, 3]]', 400,
+     "JSON Parse error"),
+    ("not UTF-8", "POST", M + ":predict", b'{"instances": "\xff"}', 400, "Invalid encoding"),
+    ("too deeply nested", "POST", M + ":predict", b"[" * 100000 + b"]" * 100000, 400,
+     "JSON Parse error"),
+    ("top level not an object", "POST", M + ":predict", b"[1, 2]", 400, "Is not object"),
+    ("neither key", "POST", M + ":predict", {"points": [[1, 2, 3]]}, 400,
+     "Missing 'inputs' or 'instances' key"),
+    ("both keys", "POST", M + ":predict", {"instances": [[[1, 2, 3]]], "inputs": [[[1, 2, 3]]]},
+     400, "expecting only one of 'inputs' or 'instances' keys to exist"),
+    ("instances not a list", "POST", M + ":predict", {"instances": 5}, 400,
+     "Excepting 'instances' to be an list/array"),
+    ("no instances", "POST", M + ":predict", {"instances": []}, 400,
+     "No values in 'instances' array"),
+    ("instances of different shapes", "POST", M + ":predict",
+     {"instances": [[[1, 2, 3]], [[1, 2, 3], [4, 5, 6]]]}, 400,
+     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting "
+     "tensor size: 3 but got: 6"),
+    ("ragged points", "POST", M + ":predict", {"instances": [[[1, 2, 3], [4, 5]]]}, 400,
+     "Encountered list at unexpected size: 2 at level: 1 expected size: 3"),
+    ("non-numeric value", "POST", M + ":predict", {"instances": [[[1, "x", 3]]]}, 400,
+     'JSON Value: "x" Type: String is not of expected type: float'),
+    ("boolean coordinate", "POST", M + ":predict", {"inputs": [[[1.5, True, 3]]]}, 400,
+     "Type: True is not of expected type: float"),
+    ("wrong rank", "POST", M + ":predict", {"instances": [[1, 2, 3]]}, 400,
+     "must have shape [batch, N, 3] (rank 3); got [1, 3] (rank 2)"),
+    ("last dimension 4", "POST", M + ":predict", {"instances": [[[1, 2, 3, 4]]]}, 400,
+     "has 4 values per point; each point must be [x, y, z] (3 values)"),
+    ("NaN coordinate", "POST", M + ":predict", b'{"instances": [[[1, 2, NaN], [0, 0, 0]]]}',
+     400, "NaN or Inf coordinates (the first in cloud 0, point 0)"),
+    ("Infinity coordinate", "POST", M + ":predict", b'{"inputs": [[[0, 0, 0], [1, -Infinity, 2]]]}',
+     400, "1 NaN or Inf coordinates (the first in cloud 0, point 1)"),
+    ("float32 overflow", "POST", M + ":predict", {"inputs": [[[1e39, 0, 0]]]}, 400,
+     "to float without loss of precision"),
+    ("empty set", "POST", M + ":predict", {"instances": [[]]}, 400, "an empty set"),
+    ("empty set through the mask", "POST", M + ":predict",
+     {"signature_name": "serving_masked",
+      "instances": [{"points": [[1, 2, 3]], "mask": [True]},
+                    {"points": [[1, 2, 3]], "mask": [False]}]}, 400,
+     "Cloud 1 has no point with mask true"),
+    ("mask of the wrong length", "POST", M + ":predict",
+     {"signature_name": "serving_masked",
+      "inputs": {"points": [[[1, 2, 3], [4, 5, 6]]], "mask": [[True]]}}, 400,
+     "Input 'mask' has shape [1, 1] but 'points' has [1, 2, 3]"),
+    ("mask missing", "POST", M + ":predict",
+     {"signature_name": "serving_masked", "inputs": {"points": [[[1, 2, 3]]]}}, 400,
+     "Missing named input: mask in 'inputs' object."),
+    ("plain list for two inputs", "POST", M + ":predict",
+     {"signature_name": "serving_masked", "instances": [[[1, 2, 3]]]}, 400,
+     "instances is a plain list, but expecting list of objects"),
+    ("unknown input name", "POST", M + ":predict",
+     {"instances": [{"pts": [[1, 2, 3]]}]}, 400, "does not have named input: pts"),
+    ("too many points", "POST", M + ":predict", {"instances": [BIG_CLOUD]}, 400,
+     "Clouds of 501 points exceed this server's maximum of 500"),
+    ("batch over the maximum", "POST", M + ":predict", {"instances": [[[1, 2, 3]]] * 17}, 400,
+     "The request has 17 clouds, over this server's maximum of 16"),
+    ("body over the maximum", "POST", M + ":predict",
+     b'{"instances": [[[' + b"0.000000," * 130000 + b"0]]]}", 413,
+     "over this server's maximum of 1000000 bytes"),
+    ("signature_name not a string", "POST", M + ":predict", {"signature_name": 3}, 400,
+     "'signature_name' key must be a string value."),
+    ("unknown signature", "POST", M + ":predict", {"signature_name": "nope", "instances": [1]},
+     400, 'Serving signature name: "nope" not found in signature def'),
+    ("init op as signature", "POST", M + ":predict",
+     {"signature_name": "__saved_model_init_op", "instances": [1]}, 400,
+     "Expected prediction signature method_name"),
+    ("unknown model", "POST", "/v1/models/nope:predict", GOOD, 404,
+     "Servable not found for request: Latest(nope)"),
+    ("unknown version", "POST", M + "/versions/9:predict", GOOD, 404,
+     "Servable not found for request: Specific(tiny, 9)"),
+    ("unknown label", "POST", M + "/labels/beta:predict", GOOD, 400,
+     "Unrecognized servable version label: beta"),
+    ("version too large", "POST", M + "/versions/99999999999999999999:predict", GOOD, 400,
+     "Failed to convert version: 99999999999999999999 to numeric."),
+    ("classify on predict signatures", "POST", M + ":classify", GOOD, 400,
+     "Expected classify signature method_name to be tensorflow/serving/classify"),
+    ("status of unknown model", "GET", "/v1/models/nope", None, 404,
+     "Could not find any versions of model nope"),
+    ("status of unknown version", "GET", M + "/versions/9", None, 404,
+     "Could not find version 9 of model tiny"),
+    ("metadata of unknown version", "GET", M + "/versions/9/metadata", None, 404,
+     "Servable not found for request: Specific(tiny, 9)"),
+    ("no model name", "GET", "/v1/models", None, 400, "Missing model name in request."),
+    ("malformed path", "GET", "/v1/foo", None, 400, "Malformed request: GET /v1/foo"),
+    ("GET on predict", "GET", M + ":predict", None, 400, "Malformed request: GET"),
+    ("POST on metadata", "POST", M + "/metadata", b"{}", 400, "Malformed request: POST"),
+]
+
+
+@pytest.mark.parametrize("what,method,path,body,status,fragment", BAD_REQUESTS,
+                         ids=[b[0] for b in BAD_REQUESTS])
+def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(url, what, method, path, body,
+                                                                 status, fragment):
+    content = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
+    r = httpx.request(method, url + path, content=content, timeout=60)
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert fragment in r.json()["error"], r.json()["error"]
+    good = httpx.post(f"{url}/v1/models/tiny:predict", json=GOOD, timeout=60)
+    assert good.status_code == 200 and len(good.json()["predictions"]) == 2
+
+
+def test_paths_outside_v1_are_not_found(url):
+    assert httpx.get(f"{url}/healthz").status_code == 404
+
+
+class _Gate:
+    """A loader wrapper that holds chosen versions until the test opens the gate."""
+
+    def __init__(self, hold):
+        self.hold = set(hold)
+        self.started = {v: threading.Event() for v in self.hold}
+        self.release = {v: threading.Event() for v in self.hold}
+
+    def __call__(self, name, version, path):
+        if version in self.hold:
+            self.started[version].set()
+            assert self.release[version].wait(120), "the test never released the load"
+        return S.LoadedVersion(name, version, path)
+
+
+def _wait(predicate, what, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _states(url):
+    doc = httpx.get(f"{url}/v1/models/hot").json()
+    return {int(s["version"]): s["state"] for s in doc.get("model_version_status", [])}
+
+
+def test_new_versions_load_in_the_background_without_a_restart(models, base, reference,
+                                                               tmp_path):
+    hot = tmp_path / "hot"
+    hot.mkdir()
+    gate = _Gate(hold={1, 2})
+    registry = S.ModelRegistry([S.ModelConfig("hot", str(hot), ("latest", 1))],
+                               poll_seconds=0.1, loader=gate)
+    x = clouds(2, 25, seed=3)
+    body = {"inputs": x.tolist()}
+    with serve_in_thread(S.create_app(registry, LIMITS)) as url:
+        assert httpx.post(f"{url}/v1/models/hot:predict", json=body).status_code == 404
+        # Version 1 appears (an atomic rename, as export_model does) and starts loading.
+        os.rename(str(_copy(base / "1", hot / ".tmp-1")), hot / "1")
+        assert gate.started[1].wait(60)
+        r = httpx.post(f"{url}/v1/models/hot:predict", json=body)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert "retry" in r.json()["error"]
+        assert _states(url) == {1: "LOADING"}
+        gate.release[1].set()
+        _wait(lambda: _states(url) == {1: "AVAILABLE"}, "version 1")
+        v1 = reference(1, x)["probabilities"]
+        np.testing.assert_allclose(
+            httpx.post(f"{url}/v1/models/hot:predict", json=body).json()["outputs"]
+            ["probabilities"], v1, atol=1e-7)
+
+        # Version 2 loads while version 1 keeps answering.
+        os.rename(str(_copy(base / "2", hot / ".tmp-2")), hot / "2")
+        assert gate.started[2].wait(60)
+        assert _states(url) == {2: "LOADING", 1: "AVAILABLE"}
+        for _ in range(3):
+            got = httpx.post(f"{url}/v1/models/hot:predict", json=body).json()
+            np.testing.assert_allclose(got["outputs"]["probabilities"], v1, atol=1e-7)
+        gate.release[2].set()
+        _wait(lambda: _states(url) == {2: "AVAILABLE", 1: "END"}, "version 2")
+        np.testing.assert_allclose(
+            httpx.post(f"{url}/v1/models/hot:predict", json=body).json()["outputs"]
+            ["probabilities"], reference(2, x)["probabilities"], atol=1e-7)
+        assert httpx.post(f"{url}/v1/models/hot/versions/1:predict", json=body).status_code == 404
+
+        # A broken version 3 fails to load; version 2 goes on serving.
+        (hot / "3").mkdir()
+        (hot / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
+        _wait(lambda: _states(url).get(3) == "END", "version 3 to fail")
+        status = httpx.get(f"{url}/v1/models/hot/versions/3").json()["model_version_status"][0]
+        assert status["status"]["error_code"] == "UNKNOWN"
+        assert "Failed to load version 3" in status["status"]["error_message"]
+        assert _states(url)[2] == "AVAILABLE"
+        assert httpx.post(f"{url}/v1/models/hot:predict", json=body).status_code == 200
+
+
+def _copy(src, dst):
+    import shutil
+    shutil.copytree(src, dst)
+    return dst
+
+
+class _SlowServable:
+    """Stands in for a loaded model whose call blocks until released."""
+
+    def __init__(self):
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        spec = S.TensorSpec("points", np.float32, "float", (-1, -1, 3))
+        self.signatures = {"serving_default": S.Signature(
+            "serving_default", S.PREDICT_METHOD, {"points": spec}, ("y",), fn=object())}
+
+    def call(self, signature, arrays):
+        self.entered.set()
+        self.release.wait(60)
+        return {"y": arrays["points"].sum(axis=(1, 2))}
+
+
+def test_busy_server_answers_429_with_retry_after():
+    slow = _SlowServable()
+    registry = S.ModelRegistry([S.ModelConfig("slow", "/nonexistent")], poll_seconds=0)
+    registry.managers["slow"].available = {1: slow}
+    app = S.create_app(registry, S.Limits(max_inflight=1))
+    with serve_in_thread(app) as url:
+        results = {}
+        first = threading.Thread(target=lambda: results.setdefault(
+            "first", httpx.post(f"{url}/v1/models/slow:predict", json={"inputs": [[[1, 2, 3]]]},
+                                timeout=60)))
+        first.start()
+        assert slow.entered.wait(30)
+        busy = httpx.post(f"{url}/v1/models/slow:predict", json={"inputs": [[[1, 2, 3]]]})
+        assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
+        assert "busy" in busy.json()["error"]
+        slow.release.set()
+        first.join(30)
+        assert results["first"].json() == {"outputs": [6.0]}
+        assert httpx.post(f"{url}/v1/models/slow:predict",
+                          json={"inputs": [[[1, 2, 3]]]}).status_code == 200
+
+
+def test_shipped_models_config_parses():
+    configs = S.load_model_config_file(ROOT / "serving" / "models.config")
+    assert [c.name for c in configs] == ["setnet"]
+    assert configs[0].base_path == "/models/setnet"
+    assert configs[0].policy[0] in ("latest", "all", "specific")
+
+
+def test_bad_config_files_name_the_file_and_the_problem(tmp_path):
+    bad = tmp_path / "models.config"
+    bad.write_text("model_config_list { config { nam: 'x' base_path: '/m' } }")
+    with pytest.raises(S.ConfigError, match=r"models.config.*no field named \"nam\""):
+        S.load_model_config_file(bad)
+    bad.write_text("model_config_list { config { name: 'x' } }")
+    with pytest.raises(S.ConfigError, match="needs both name and base_path"):
+        S.load_model_config_file(bad)
+    with pytest.raises(S.ConfigError, match="cannot read"):
+        S.load_model_config_file(tmp_path / "missing.config")
+    for text in ("latest:0", "newest", "specific:"):
+        with pytest.raises(S.ConfigError, match="bad version policy"):
+            S.parse_policy(text)
+    assert S.parse_policy("specific:3,1") == ("specific", (1, 3))
+    with pytest.raises(S.ConfigError, match="LABEL=VERSION"):
+        S.parse_labels(["stable"])
+
+
+def test_cli_refuses_incomplete_arguments(capsys):
+    assert S.main(["--model-name", "x"]) == 2
+    assert "--model-base-path" in capsys.readouterr().err
+    assert S.main(["--model-name", "x", "--model-base-path", "/tmp", "--max-points", "0"]) == 2
+    assert "--max-points must be >= 1" in capsys.readouterr().err
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
+                  elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))
+def test_floats_are_written_so_that_they_read_back_exactly(a):
+    text = S.outputs_to_json({"y": a}, row=False)
+    back = np.asarray(json.loads(text)["outputs"], dtype=np.float32)
+    np.testing.assert_array_equal(back, a)
+
+
+def test_floats_use_the_shortest_form():
+    text = S.outputs_to_json({"y": np.float32([0.1, 1.0, 2.5e-8, 3e9])}, row=False)
+    assert text == '{"outputs":[0.1,1.0,2.5e-08,3e+09]}'
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=4),
+                  elements=st.floats(-1e6, 1e6, width=32)))
+def test_fast_and_faithful_json_conversion_agree(a):
+    spec = S.TensorSpec("points", np.float32, "float", None)
+    value = a.tolist()
+    fast = S._fast_tensor(value, spec, bools_in_body=False)
+    slow = S._slow_tensor(value, spec)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, slow)
+    assert fast.dtype == slow.dtype == np.float32
