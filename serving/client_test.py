@@ -1,0 +1,250 @@
+"""Tests of the REST client: retries and backoff, batching, padding, file readers (no TF)."""
+
+import json
+
+import h5py
+import httpx
+import numpy as np
+import pytest
+
+from serving import client as C
+
+
+STATUS = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+                                    "status": {"error_code": "OK", "error_message": ""}}]}
+
+
+def fake_server(responses=None, record=None):
+    """An httpx transport answering like TF Serving for a model that sums coordinates.
+
+    `responses` is a list of (status, headers, body) answered first, in order.
+    """
+    queue = list(responses or [])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if record is not None:
+            record.append(request)
+        if queue:
+            status, headers, body = queue.pop(0)
+            if isinstance(body, Exception):
+                raise body
+            return httpx.Response(status, headers=headers, json=body)
+        if request.method == "GET":
+            return httpx.Response(200, json=STATUS)
+        doc = json.loads(request.content)
+        if "instances" in doc:
+            items = doc["instances"]
+            if isinstance(items[0], dict):
+                pts = np.array([i["points"] for i in items])
+                mask = np.array([i["mask"] for i in items])
+            else:
+                pts, mask = np.array(items), None
+        else:
+            inputs = doc["inputs"]
+            pts = np.array(inputs["points"] if isinstance(inputs, dict) else inputs)
+            mask = np.array(inputs["mask"]) if isinstance(inputs, dict) else None
+        if mask is not None:
+            pts = pts * mask[..., None]
+        s = pts.sum(axis=(1, 2))
+        probs = np.stack([s, -s], 1)
+        if "instances" in doc:
+            return httpx.Response(200, json={"predictions": [
+                {"class_id": int(i), "probabilities": p.tolist()} for i, p in
+                enumerate(probs)]})
+        return httpx.Response(200, json={"outputs": {"class_id": list(range(len(s))),
+                                                     "probabilities": probs.tolist()}})
+
+    return httpx.Client(transport=httpx.MockTransport(handler))
+
+
+def make_client(http, **kw):
+    sleeps = []
+    client = C.ServingClient("http://serving:8501/", "m", http=http, sleep=sleeps.append, **kw)
+    return client, sleeps
+
+
+def test_retries_503_and_429_with_backoff_then_succeeds():
+    http = fake_server([(503, {}, {"error": "loading"}),
+                        (429, {"Retry-After": "2"}, {"error": "busy"}),
+                        (503, {}, {"error": "loading"})])
+    client, sleeps = make_client(http, retries=4, backoff=0.1)
+    out = client.predict(np.ones((2, 5, 3)))
+    assert client.attempts == 4 and len(sleeps) == 3
+    assert 0.05 <= sleeps[0] <= 0.1          # backoff with jitter
+    assert sleeps[1] >= 2                   # the server's Retry-After wins
+    assert 0.2 <= sleeps[2] <= 0.4          # doubled
+    np.testing.assert_allclose(out["probabilities"][:, 0], [15, 15])
+
+
+def test_gives_up_after_the_retries():
+    http = fake_server([(503, {}, {"error": "Model m has no version available yet"})] * 3)
+    client, sleeps = make_client(http, retries=2)
+    with pytest.raises(C.ServingClientError, match="no version available") as info:
+        client.status()
+    assert info.value.status == 503 and client.attempts == 3 and len(sleeps) == 2
+
+
+def test_client_errors_are_not_retried():
+    http = fake_server([(400, {}, {"error": "Input 'points' has 4 values per point"})])
+    client, sleeps = make_client(http)
+    with pytest.raises(C.ServingClientError, match="4 values per point") as info:
+        client.predict(np.ones((1, 2, 3)))
+    assert info.value.status == 400 and client.attempts == 1 and sleeps == []
+
+
+def test_timeouts_and_refused_connections_are_retried():
+    http = fake_server([(0, {}, httpx.ReadTimeout("slow")),
+                        (0, {}, httpx.ConnectError("refused"))])
+    client, sleeps = make_client(http, retries=3)
+    assert client.status() == STATUS
+    assert client.attempts == 3 and len(sleeps) == 2
+    dead = fake_server([(0, {}, httpx.ConnectError("refused"))] * 2)
+    client, _ = make_client(dead, retries=1)
+    with pytest.raises(C.ServingClientError, match="cannot reach the server") as info:
+        client.metadata()
+    assert info.value.status is None
+    slow = fake_server([(0, {}, httpx.ReadTimeout("slow"))] * 2)
+    client, _ = make_client(slow, retries=1, timeout=0.5)
+    with pytest.raises(C.ServingClientError, match="no answer within 0.5 s"):
+        client.metadata()
+
+
+def test_batches_in_order_and_urls():
+    record = []
+    client, _ = make_client(fake_server(record=record), batch_size=32, version=3)
+    clouds = np.arange(70 * 4 * 3, dtype=np.float32).reshape(70, 4, 3)
+    out = client.predict(clouds)
+    assert [len(json.loads(r.content)["instances"]) for r in record] == [32, 32, 6]
+    assert all(r.url.path == "/v1/models/m/versions/3:predict" for r in record)
+    np.testing.assert_allclose(out["probabilities"][:, 0], clouds.sum(axis=(1, 2)))
+    assert out["class_id"].shape == (70,)
+    record.clear()
+    client.predict(clouds[:3], columnar=True, label="stable", version=None)
+    assert record[0].url.path == "/v1/models/m/labels/stable:predict"
+    assert "inputs" in json.loads(record[0].content)
+
+
+def test_clouds_of_different_sizes_are_padded_with_a_mask():
+    record = []
+    client, _ = make_client(fake_server(record=record))
+    clouds = [np.ones((n, 3), np.float32) * (i + 1) for i, n in enumerate((2, 5, 3))]
+    out = client.predict(clouds)
+    body = json.loads(record[0].content)
+    assert body["signature_name"] == "serving_masked"
+    assert [sum(i["mask"]) for i in body["instances"]] == [2, 5, 3]
+    assert all(len(i["points"]) == 5 for i in body["instances"])
+    np.testing.assert_allclose(out["probabilities"][:, 0], [6, 30, 27])
+
+
+def test_float32_values_travel_exactly():
+    record = []
+    client, _ = make_client(fake_server(record=record))
+    x = np.random.default_rng(0).normal(size=(1, 7, 3)).astype(np.float32)
+    client.predict(x)
+    sent = np.asarray(json.loads(record[0].content)["instances"], dtype=np.float32)
+    np.testing.assert_array_equal(sent, x)
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="not both"):
+        C.ServingClient("http://x", "m", version=1, label="a")
+    with pytest.raises(ValueError, match="batch_size"):
+        C.ServingClient("http://x", "m", batch_size=0)
+    client, _ = make_client(fake_server())
+    with pytest.raises(ValueError, match=r"\(B, N, 3\)"):
+        client.predict(np.ones((2, 2, 2, 3)))
+
+
+# ----------------------------------------------------------------------------- files
+
+def test_npy_txt_and_h5(tmp_path):
+    rng = np.random.default_rng(0)
+    one = rng.normal(size=(50, 6))
+    np.save(tmp_path / "one.npy", one)
+    np.save(tmp_path / "many.npy", rng.normal(size=(3, 20, 3)))
+    np.savetxt(tmp_path / "comma.txt", one, delimiter=",")
+    np.savetxt(tmp_path / "space.xyz", one[:, :3])
+    with h5py.File(tmp_path / "pn.h5", "w") as f:
+        f["data"] = rng.normal(size=(4, 30, 3)).astype(np.float32)
+        f["label"] = np.zeros((4, 1), np.uint8)
+
+    (label, cloud), = C.load_clouds(tmp_path / "one.npy")
+    assert cloud.shape == (50, 3) and cloud.dtype == np.float32
+    np.testing.assert_allclose(cloud, one[:, :3], rtol=1e-6)
+    many = C.load_clouds(tmp_path / "many.npy", num_points=10)
+    assert [c.shape for _, c in many] == [(10, 3)] * 3 and many[1][0].endswith("many.npy[1]")
+    np.testing.assert_allclose(C.load_clouds(tmp_path / "comma.txt")[0][1], one[:, :3],
+                               rtol=1e-6)
+    np.testing.assert_allclose(C.load_clouds(tmp_path / "space.xyz")[0][1], one[:, :3],
+                               rtol=1e-6)
+    h5 = C.load_clouds(tmp_path / "pn.h5", num_points=16, sample="random")
+    assert len(h5) == 4 and h5[0][1].shape == (16, 3)
+    norm = C.load_clouds(tmp_path / "one.npy", normalize=True)[0][1]
+    np.testing.assert_allclose(norm.mean(0), 0, atol=1e-6)
+    assert np.isclose(np.linalg.norm(norm, axis=1).max(), 1, atol=1e-6)
+
+
+CUBE_OFF = """OFF8 6 0
+-1 -1 -1
+1 -1 -1
+1 1 -1
+-1 1 -1
+-1 -1 1
+1 -1 1
+1 1 1
+-1 1 1
+4 0 1 2 3
+4 4 5 6 7
+4 0 1 5 4
+4 2 3 7 6
+4 0 3 7 4
+4 1 2 6 5
+"""
+
+
+def test_off_meshes_are_sampled_on_their_surface(tmp_path):
+    (tmp_path / "cube.off").write_text(CUBE_OFF)
+    (label, cloud), = C.load_clouds(tmp_path / "cube.off", num_points=500)
+    assert cloud.shape == (500, 3)
+    # Every sample lies on a face of the cube: one coordinate is +-1.
+    assert np.all(np.isclose(np.abs(cloud).max(axis=1), 1, atol=1e-6))
+    assert np.all(np.abs(cloud) <= 1 + 1e-6)
+    # All six faces are hit (uniform over the surface).
+    faces = {(int(np.argmax(np.abs(p))), bool(p[np.argmax(np.abs(p))] > 0)) for p in cloud}
+    assert len(faces) == 6
+    split = CUBE_OFF.replace("OFF8 6 0", "OFF\n8 6 0")
+    (tmp_path / "split.off").write_text(split)
+    assert C.load_clouds(tmp_path / "split.off", num_points=10)[0][1].shape == (10, 3)
+
+
+@pytest.mark.parametrize("name,content,fragment", [
+    ("a.ply", b"ply", "unknown file type '.ply'"),
+    ("bad.off", b"PLY\n1 2 3", "not an OFF file"),
+    ("short.off", b"OFF\n3 1 0\n0 0 0\n1 1 1\n", "malformed OFF file"),
+    ("words.txt", b"x y z\n1 2 3\n", "cannot read numbers"),
+    ("flat.txt", b"1 2\n3 4\n", "expected points of shape"),
+    ("nan.txt", b"1 2 3\nnan 0 0\n", "NaN or Inf"),
+])
+def test_bad_files_have_clear_errors(tmp_path, name, content, fragment):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(C.CloudFileError, match=fragment) as info:
+        C.load_clouds(tmp_path / name)
+    assert name in str(info.value)
+
+
+def test_missing_file_and_h5_key(tmp_path):
+    with pytest.raises(C.CloudFileError, match="no such file"):
+        C.load_clouds(tmp_path / "nope.npy")
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f["a"] = np.zeros((2, 4, 3))
+        f["b"] = np.zeros((2, 4, 3))
+    with pytest.raises(C.CloudFileError, match="pick one with --h5-key"):
+        C.load_clouds(tmp_path / "x.h5")
+    assert len(C.load_clouds(tmp_path / "x.h5", h5_key="b")) == 2
+
+
+def test_cli_reports_file_errors_and_usage(tmp_path, capsys):
+    assert C.main(["predict", "--model", "m", str(tmp_path / "nope.npy")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        C.main(["predict", "--model", "m", "--version", "1", "--label", "x", "f.npy"])
