@@ -200,6 +200,30 @@ class ServingClient:
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
+    def predict_padded(self, points, mask, *, columnar: bool = False,
+                       signature_name: str = "serving_masked", version: int | None = None,
+                       label: str | None = None) -> dict[str, np.ndarray]:
+        """Sends already padded clouds `points (B, N, 3)` with their `mask (B, N)` as given
+        (in requests of `batch_size`)."""
+        points = np.asarray(points, dtype=np.float32)
+        mask = np.asarray(mask, dtype=bool)
+        if points.ndim != 3 or mask.shape != points.shape[:2]:
+            raise ValueError(f"points must be (B, N, 3) and mask (B, N); got {points.shape} "
+                             f"and {mask.shape}")
+        parts = []
+        for start in range(0, len(points), self.batch_size):
+            p = points[start:start + self.batch_size]
+            m = mask[start:start + self.batch_size]
+            body = {"signature_name": signature_name}
+            if columnar:
+                body["inputs"] = {"points": p.tolist(), "mask": m.tolist()}
+            else:
+                body["instances"] = [{"points": a.tolist(), "mask": b.tolist()}
+                                     for a, b in zip(p, m)]
+            parts.append(_parse_outputs(self.predict_json(body, version, label), len(p)))
+        return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+
+
 def _as_cloud_list(clouds) -> list[np.ndarray]:
     if isinstance(clouds, np.ndarray):
         if clouds.ndim == 2:

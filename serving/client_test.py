@@ -136,6 +136,22 @@ def test_clouds_of_different_sizes_are_padded_with_a_mask():
     np.testing.assert_allclose(out["probabilities"][:, 0], [6, 30, 27])
 
 
+def test_predict_padded_sends_the_given_padding_and_mask():
+    record = []
+    client, _ = make_client(fake_server(record=record), batch_size=2)
+    points = np.arange(3 * 4 * 3, dtype=np.float32).reshape(3, 4, 3)
+    mask = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]], bool)
+    out = client.predict_padded(points, mask, columnar=True)
+    assert len(record) == 2
+    sent = json.loads(record[0].content)
+    assert sent["signature_name"] == "serving_masked"
+    np.testing.assert_array_equal(sent["inputs"]["points"], points[:2])
+    np.testing.assert_array_equal(sent["inputs"]["mask"], mask[:2])
+    np.testing.assert_allclose(out["probabilities"][:, 0], (points * mask[..., None]).sum((1, 2)))
+    with pytest.raises(ValueError, match="mask"):
+        client.predict_padded(points, mask[:, :2])
+
+
 def test_float32_values_travel_exactly():
     record = []
     client, _ = make_client(fake_server(record=record))

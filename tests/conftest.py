@@ -1,0 +1,14 @@
+"""Shared pytest configuration for the suites under tests/ (each adds its options here)."""
+
+
+def pytest_addoption(parser):
+    # tests/serving: the invariance suite, runnable against any TF Serving endpoint.
+    group = parser.getgroup("serving", "serving invariance suite (tests/serving)")
+    group.addoption("--serving-url", default=None,
+                    help="TF Serving REST root, e.g. http://127.0.0.1:8501; without it the "
+                         "suite exports a small model and starts the embedded server itself")
+    group.addoption("--model-name", default=None,
+                    help="model name at --serving-url (default: setnet)")
+    group.addoption("--serving-report", default=None,
+                    help="where to write the suite's JSON summary "
+                         "(default: runs/serving/invariance_summary.json)")

@@ -1,0 +1,136 @@
+"""The serving invariance suite: runs against any TF Serving endpoint.
+
+    pytest tests/serving --serving-url=http://127.0.0.1:8501 --model-name=setnet
+
+Without --serving-url the embedded server is started (see conftest.py). Every check here
+goes through HTTP exactly as a production client would, and records its largest
+deviation in the session summary (printed, and written as JSON for MLflow).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from serving import invariance as inv
+from serving.testing import shape_clouds
+
+PERMUTATIONS = 4
+
+
+def _predict(endpoint, **kw):
+    return lambda points: endpoint.client.predict(points, **kw)["probabilities"]
+
+
+def _record(report, name, result):
+    report[name] = result
+    assert result["passed"], (f"{name}: largest deviation {result['max_abs_deviation']:.3g} "
+                              f"over the tolerance; details: {result}")
+
+
+def synthetic_clouds(seed=0):
+    rng = np.random.default_rng(seed)
+    return shape_clouds(seed, sizes=(37, 128, 300)) + [
+        rng.normal(size=(1024, 3)).astype(np.float32)]
+
+
+def test_permutation_invariance_real_clouds(endpoint, report, real_clouds):
+    result = inv.check_invariance(_predict(endpoint), real_clouds, permutations=PERMUTATIONS,
+                                  seed=1)
+    _record(report, "permutation (real ModelNet40)", result)
+
+
+def test_permutation_invariance_synthetic_clouds(endpoint, report):
+    result = inv.check_invariance(_predict(endpoint), synthetic_clouds(), permutations=PERMUTATIONS,
+                                  seed=2)
+    _record(report, "permutation (synthetic)", result)
+
+
+def test_batch_independence(endpoint, report):
+    clouds = np.random.default_rng(3).normal(size=(5, 200, 3)).astype(np.float32)
+    _record(report, "batch independence", inv.check_batch_independence(_predict(endpoint), clouds,
+                                                                       seed=3))
+
+
+def test_row_and_columnar_formats_agree(endpoint, report):
+    clouds = np.random.default_rng(4).normal(size=(6, 150, 3)).astype(np.float32)
+    row = endpoint.client.predict(clouds)
+    col = endpoint.client.predict(clouds, columnar=True)
+    dev = float(np.abs(row["probabilities"] - col["probabilities"]).max())
+    same_class = bool(np.array_equal(row["class_id"], col["class_id"]))
+    _record(report, "row vs columnar", {"clouds": len(clouds), "max_abs_deviation": dev,
+                                        "passed": dev <= inv.DEFAULT_ATOL and same_class})
+
+
+def test_padded_and_masked_equals_unpadded(endpoint, report):
+    clouds = synthetic_clouds(seed=5)
+    unpadded = _predict(endpoint)
+    for columnar in (False, True):
+        result = inv.check_masked_padding(
+            unpadded, lambda p, m: endpoint.client.predict_padded(p, m, columnar=columnar)[
+                "probabilities"], clouds, seed=5)
+        _record(report, f"padded+masked ({'columnar' if columnar else 'row'})", result)
+
+
+def test_pinned_versions_answer_with_that_version(endpoint, report):
+    status = endpoint.client.status()["model_version_status"]
+    available = sorted(int(s["version"]) for s in status if s["state"] == "AVAILABLE")
+    assert available, f"no AVAILABLE version at {endpoint.url}: {status}"
+    clouds = np.random.default_rng(6).normal(size=(3, 100, 3)).astype(np.float32)
+    answers = {v: endpoint.client.predict(clouds, version=v)["probabilities"] for v in available}
+    worst = 0.0
+    for v in available:
+        # TF Serving names the version that answered in the metadata's model_spec.
+        spec = endpoint.client.metadata(version=v)["model_spec"]
+        assert spec == {"name": endpoint.model_name, "signature_name": "", "version": str(v)}
+        if v in endpoint.reference:
+            worst = max(worst, float(np.abs(answers[v] - endpoint.reference[v](clouds)).max()))
+    default = endpoint.client.predict(clouds)["probabilities"]
+    worst = max(worst, float(np.abs(default - answers[max(available)]).max()))
+    for label, v in endpoint.labels.items():
+        by_label = endpoint.client.predict(clouds, label=label)["probabilities"]
+        worst = max(worst, float(np.abs(by_label - answers[v]).max()))
+    if endpoint.reference:
+        # The two exported versions have different weights, so a wrong pin would show.
+        assert not np.allclose(answers[1], answers[2], atol=1e-4)
+    _record(report, "pinned versions", {"clouds": len(clouds), "versions": available,
+                                        "max_abs_deviation": worst,
+                                        "passed": worst <= inv.DEFAULT_ATOL})
+
+
+def test_status_and_metadata_follow_the_export_contract(endpoint):
+    status = endpoint.client.status()
+    for entry in status["model_version_status"]:
+        assert isinstance(entry["version"], str) and entry["version"].isdigit()
+        assert set(entry) == {"version", "state", "status"}
+    sigs = endpoint.client.metadata()["metadata"]["signature_def"]["signature_def"]
+    default, masked = sigs["serving_default"], sigs["serving_masked"]
+    assert set(default["inputs"]) == {"points"} and set(masked["inputs"]) == {"points", "mask"}
+    for sig in (default, masked):
+        assert sig["method_name"] == "tensorflow/serving/predict"
+        assert set(sig["outputs"]) == {"probabilities", "class_id"}
+        assert sig["outputs"]["class_id"]["dtype"] == "DT_INT64"
+        dims = [d["size"] for d in sig["inputs"]["points"]["tensor_shape"]["dim"]]
+        assert dims == ["-1", "-1", "3"]
+    assert masked["inputs"]["mask"]["dtype"] == "DT_BOOL"
+
+
+def test_cli_predicts_files(endpoint, tmp_path):
+    clouds = np.random.default_rng(7).normal(size=(3, 64, 3)).astype(np.float32)
+    np.save(tmp_path / "clouds.npy", clouds)
+    out = tmp_path / "out.json"
+    run = subprocess.run([sys.executable, "-m", "serving.client", "predict", "--url",
+                          endpoint.url, "--model", endpoint.model_name, "--top-k", "2",
+                          "--json", str(out), str(tmp_path / "clouds.npy")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "clouds.npy[2]" in run.stdout
+    results = json.loads(out.read_text())
+    want = endpoint.client.predict(clouds)
+    assert [r["class_id"] for r in results] == want["class_id"].tolist()
+    np.testing.assert_allclose([r["probabilities"] for r in results], want["probabilities"],
+                               atol=1e-7)
+    assert all(len(r["top"]) == 2 for r in results)
