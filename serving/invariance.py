@@ -91,14 +91,22 @@ def _within(dev: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> bool:
     return bool(np.all(dev <= atol + rtol * np.abs(ref)))
 
 
+def _non_identity_permutation(rng, n: int) -> np.ndarray:
+    # The identity would test nothing; for n >= 2 draw again (rarely needed but for tiny n).
+    while True:
+        perm = rng.permutation(n)
+        if n < 2 or np.any(perm != np.arange(n)):
+            return perm
+
+
 def check_invariance(predict_fn: Callable, clouds, permutations: int = 8, seed: int = 0, *,
                      atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL) -> dict:
     """Checks that `predict_fn` gives the same probabilities for permuted copies of each cloud.
 
     Each cloud is sent once as a batch of `permutations + 1` copies: the cloud as given
-    followed by `permutations` random orderings of its points (a different random element
-    of S_N for each copy), so one call per cloud suffices and clouds of different sizes
-    never share a batch.
+    followed by `permutations` random orderings of its points (a random element of S_N
+    other than the identity for each copy), so one call per cloud suffices and clouds of
+    different sizes never share a batch.
 
     Args:
         predict_fn: maps float32 points `(B, N, 3)` to probabilities `(B, K)`, or to a dict
@@ -128,7 +136,7 @@ def check_invariance(predict_fn: Callable, clouds, permutations: int = 8, seed: 
     per_cloud, passed, class_changes = [], True, 0
     for cloud in clouds:
         n = cloud.shape[0]
-        batch = [cloud] + [cloud[rng.permutation(n)] for _ in range(permutations)]
+        batch = [cloud] + [cloud[_non_identity_permutation(rng, n)] for _ in range(permutations)]
         probs = probabilities_of(predict_fn(np.stack(batch)))
         if probs.shape[0] != permutations + 1:
             raise ValueError(f"predict_fn returned {probs.shape[0]} rows for a batch of "
