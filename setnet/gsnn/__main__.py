@@ -3,6 +3,7 @@
   python -m setnet.gsnn count --group D4 --json
   python -m setnet.gsnn list --group C6 --png c6.png
   python -m setnet.gsnn list --group D6 --morphisms
+  python -m setnet.gsnn table --groups C2,C3,D4,rot4     (the markdown table in docs/gsnn.md)
 
 Groups: C<n>, D<n>, S<n> permute the coordinates of R^n; Q8 acts on R^8 by
 its regular representation; rot<n> rotates R^2; B<n> is all signed
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from setnet.gsnn.classify import classify, count
@@ -33,6 +35,24 @@ def _table(pairs, show_all: bool) -> str:
     return "\n".join(lines)
 
 
+def _markdown_table(specs) -> int:
+    try:
+        groups = [parse_group(s.strip()) for s in specs]
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("| G | order | acts on | type 1 | type 2 | total | paper's test alone | N_G(H)-conjugates apart |")
+    print("|---|---|---|---|---|---|---|---|")
+    for g in groups:
+        c = count(g)
+        paper = count(g, paper_condition=True)
+        apart = count(g, up_to_normaliser=False)
+        print(f"| {g.name} | {g.order} | R^{g.degree} | {c['type1']} | {c['type2']} | {c['total']} "
+              f"| {paper['type1']} + {paper['type2']} = {paper['total']} "
+              f"| {apart['type1']} + {apart['type2']} = {apart['total']} |")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m setnet.gsnn", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +71,16 @@ def main(argv=None) -> int:
     lst.add_argument("--all", action="store_true", help="also list the pairs that are not architectures, with why")
     lst.add_argument("--png", help="draw the weight pattern of every architecture into this PNG")
     lst.add_argument("--morphisms", action="store_true", help="list the covering inclusion maps")
+    tab = sub.add_parser("table", help="markdown table of the counts for several groups")
+    tab.add_argument("--groups", required=True, help="comma-separated SPECs")
     args = parser.parse_args(argv)
+    if args.command == "table":
+        return _markdown_table(args.groups.split(","))
+    if getattr(args, "png", None):
+        folder = os.path.dirname(os.path.abspath(args.png))
+        if not os.path.isdir(folder):
+            print(f"error: cannot write {args.png}: folder {folder} does not exist", file=sys.stderr)
+            return 2
     try:
         group = parse_group(args.group)
     except ValueError as err:
