@@ -26,10 +26,19 @@ from setnet.spectral.isotypic import (
     torus_fourier,
     two_transitive,
 )
+from setnet.spectral.spectrum import (
+    log_spectrum_to_mlflow,
+    network_spectrum,
+    plot_spectrum,
+    spectrum_metrics,
+    spectrum_table,
+    write_spectrum_artifacts,
+)
 
 __all__ = [
     "ACTIVATIONS", "InteractionGraph", "PLFit", "cyclic_rule", "kernel_bound", "kernel_rule", "measure_graph",
     "pl_map_fit",
     "Component", "Isotypic", "cyclic_fourier", "decompose", "numerical", "permutation_matrix",
-    "torus_fourier", "two_transitive",
+    "torus_fourier", "two_transitive", "log_spectrum_to_mlflow", "network_spectrum", "plot_spectrum",
+    "spectrum_metrics", "spectrum_table", "write_spectrum_artifacts",
 ]

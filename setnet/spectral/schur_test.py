@@ -1,0 +1,91 @@
+"""Schur's lemma on setnet's actual layers: an equivariant layer's matrix, obtained by probing the layer
+with basis inputs, is block-diagonal in the isotypic basis (one block per component, channels free)."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from setnet.layers import PermEquivariantLinear, TiedEquivariantDense  # noqa: E402
+from setnet.spectral import decompose  # noqa: E402
+from setnet.symmetry import colors, parse, symmetric  # noqa: E402
+
+
+def probe_matrix(layer, n, c_in):
+    """M with rows (out point k, out channel o) and columns (in point i, in channel c), from f(e_ic) - f(0)."""
+    basis = np.eye(n * c_in, dtype="float32").reshape(n * c_in, n, c_in)
+    out = np.asarray(layer(basis), dtype=np.float64)
+    zero = np.asarray(layer(np.zeros((1, n, c_in), "float32")), dtype=np.float64)
+    return (out - zero).reshape(n * c_in, -1).T, zero[0]
+
+
+def off_block_norm(decomp, m, c_in, c_out):
+    """Largest ||(P_a (x) I) M (P_b (x) I)|| over pairs of different components, relative to ||M||."""
+    projs = decomp.projectors()
+    worst = 0.0
+    for a, pa in enumerate(projs):
+        for b, pb in enumerate(projs):
+            if a != b:
+                block = np.kron(pa, np.eye(c_out)) @ m @ np.kron(pb, np.eye(c_in))
+                worst = max(worst, np.linalg.norm(block))
+    return worst / np.linalg.norm(m)
+
+
+@pytest.mark.parametrize("spec", ["C8", "C7", "D5", "C3*C4", "S3+C4", "Hyp3", "S5"])
+def test_tied_dense_is_block_diagonal(spec):
+    group = parse(spec)
+    d = decompose(group)
+    keras.utils.set_random_seed(0)
+    layer = TiedEquivariantDense(3, colors=colors(group), bias_colors=colors(group, kind="bias"),
+                                 bias_initializer="random_normal")
+    m, f0 = probe_matrix(layer, group.degree, 2)
+    assert np.linalg.norm(m) > 0.1
+    assert off_block_norm(d, m, 2, 3) < 1e-6
+    # the bias is invariant: it lives in the trivial component only
+    trivial = d.components[0].projector
+    np.testing.assert_allclose(trivial @ f0, f0, atol=1e-6)
+    assert np.abs(f0).max() > 1e-3
+
+
+def test_the_check_has_teeth():
+    # The same probe on a layer whose weights ignore C_8 (every entry its own color) is far from block-diagonal.
+    d = decompose("C8")
+    keras.utils.set_random_seed(0)
+    layer = TiedEquivariantDense(3, colors=np.arange(64).reshape(8, 8))
+    m, _ = probe_matrix(layer, 8, 2)
+    assert off_block_norm(d, m, 2, 3) > 0.1  # vs < 1e-6 for the equivariant layers
+
+
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_perm_equivariant_linear_is_trivial_plus_standard(pooling):
+    keras.utils.set_random_seed(1)
+    layer = PermEquivariantLinear(3, pooling=pooling, bias_initializer="random_normal")
+    for n in (3, 6):  # the same layer on sets of different sizes
+        d = decompose(symmetric(n))
+        assert d.labels == ["trivial", "standard"]
+        m, f0 = probe_matrix(layer, n, 2)
+        assert off_block_norm(d, m, 2, 3) < 1e-6
+        # On the standard component the layer is Λ (the pooled term vanishes there): check one vector.
+        lam = np.asarray(layer.lambda_kernel)
+        v = np.kron(d.components[1].copies[0][:, 0], np.eye(2)[0])  # standard vector in channel 0
+        np.testing.assert_allclose((m @ v).reshape(n, 3), np.outer(d.components[1].copies[0][:, 0], lam[0]),
+                                   atol=1e-5)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.sampled_from(["C6", "D4", "C2*C3", "S4"]), st.integers(0, 2**16))
+def test_probe_matrix_commutes_with_random_group_elements(spec, seed):
+    # Block-diagonality rests on the probed matrix being equivariant: check it under random elements.
+    group = parse(spec)
+    keras.utils.set_random_seed(seed % 1000)
+    layer = TiedEquivariantDense(2, colors=colors(group))
+    m, _ = probe_matrix(layer, group.degree, 2)
+    g = group.random_element(np.random.default_rng(seed))
+    p = np.zeros((group.degree, group.degree))
+    p[g, np.arange(group.degree)] = 1
+    np.testing.assert_allclose(np.kron(p, np.eye(2)) @ m, m @ np.kron(p, np.eye(2)), atol=1e-6)
