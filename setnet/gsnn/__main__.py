@@ -71,15 +71,16 @@ def main(argv=None) -> int:
     lst.add_argument("--all", action="store_true", help="also list the pairs that are not architectures, with why")
     lst.add_argument("--png", help="draw the weight pattern of every architecture into this PNG")
     lst.add_argument("--morphisms", action="store_true", help="list the covering inclusion maps")
+    lst.add_argument("--morphisms-png", help="draw the covering inclusion maps into this PNG")
     tab = sub.add_parser("table", help="markdown table of the counts for several groups")
     tab.add_argument("--groups", required=True, help="comma-separated SPECs")
     args = parser.parse_args(argv)
     if args.command == "table":
         return _markdown_table(args.groups.split(","))
-    if getattr(args, "png", None):
-        folder = os.path.dirname(os.path.abspath(args.png))
-        if not os.path.isdir(folder):
-            print(f"error: cannot write {args.png}: folder {folder} does not exist", file=sys.stderr)
+    for out in (getattr(args, "png", None), getattr(args, "morphisms_png", None)):
+        folder = os.path.dirname(os.path.abspath(out)) if out else None
+        if folder and not os.path.isdir(folder):
+            print(f"error: cannot write {out}: folder {folder} does not exist", file=sys.stderr)
             return 2
     try:
         group = parse_group(args.group)
@@ -104,18 +105,21 @@ def main(argv=None) -> int:
         for m in morphisms(archs):
             if m.covering:
                 print(f"  #{m.source} -> #{m.target}  a' = {m.scale:g} a")
-    if args.png:
+    pictures = [(args.png, "draw_patterns", ()), (args.morphisms_png, "draw_morphisms", (morphisms(archs),))]
+    for path, fn, extra in pictures:
+        if not path:
+            continue
         if not archs:
             print(f"error: {group.name} has no architectures to draw", file=sys.stderr)
             return 2
-        from setnet.gsnn.plot import draw_patterns
+        from setnet.gsnn import plot
 
         try:
-            draw_patterns(archs, args.png)
+            getattr(plot, fn)(archs, *extra, path)
         except OSError as err:
-            print(f"error: cannot write {args.png}: {err}", file=sys.stderr)
+            print(f"error: cannot write {path}: {err}", file=sys.stderr)
             return 2
-        print(f"wrote {args.png}")
+        print(f"wrote {path}")
     return 0
 
 

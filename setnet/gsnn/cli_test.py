@@ -30,16 +30,17 @@ def test_count_options(capsys):
 
 
 def test_cli_process_is_light_and_writes_png(tmp_path):
-    png = tmp_path / "c6.png"
-    code = ("import sys, runpy; sys.argv = ['gsnn', 'list', '--group', 'C6', '--png', %r, '--morphisms'];"
+    png, hasse = tmp_path / "c6.png", tmp_path / "c6_maps.png"
+    code = ("import sys, runpy; sys.argv = ['gsnn', 'list', '--group', 'C6', '--png', %r, '--morphisms',"
+            " '--morphisms-png', %r]"
             "\ntry: runpy.run_module('setnet.gsnn', run_name='__main__')\nexcept SystemExit as e: rc = e.code"
-            "\nprint('KERAS' if 'keras' in sys.modules else 'NO-KERAS'); sys.exit(rc)") % str(png)
+            "\nprint('KERAS' if 'keras' in sys.modules else 'NO-KERAS'); sys.exit(rc)") % (str(png), str(hasse))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().endswith("NO-KERAS")
     assert "4 type 1 + 2 type 2 = 6 architectures" in proc.stdout
     assert "#1 -> #4" in proc.stdout  # (C6, C3) grows into (<r^3>, 1)
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.read_bytes()[:8] == hasse.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_list_all_gives_reasons(capsys):

@@ -368,6 +368,10 @@ class FiniteGroup:
 
 
 def _small_generating_set(group: FiniteGroup, subgroup) -> list[int]:
+    target = tuple(subgroup)
+    for x in target:  # one generator when the subgroup is cyclic
+        if group.element_order(x) == len(target):
+            return [x]
     gens, span = [], (0,)
     for x in subgroup:
         if x not in set(span):

@@ -70,3 +70,40 @@ def draw_patterns(pairs: list[Pair], path: str, title: str | None = None, max_ce
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def draw_morphisms(pairs: list[Pair], maps, path: str, title: str | None = None) -> None:
+    """Draw the covering inclusion maps as a Hasse diagram: one row per hidden width, arrows grow the network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not pairs:
+        raise ValueError("nothing to draw: no architectures")
+    widths = sorted({p.width for p in pairs})
+    pos = {}
+    for row, w in enumerate(widths):
+        here = [p for p in pairs if p.width == w]
+        for k, p in enumerate(here):
+            pos[p.index] = ((k + 1) / (len(here) + 1), -row)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * max(len([p for p in pairs if p.width == w]) for w in widths)),
+                                    1.2 * len(widths) + 0.8))
+    for m in maps:
+        if m.covering and m.source in pos and m.target in pos:
+            (x0, y0), (x1, y1) = pos[m.source], pos[m.target]
+            ax.annotate("", xy=(x1, y1 + 0.12), xytext=(x0, y0 - 0.12),
+                        arrowprops=dict(arrowstyle="-|>", color="0.3", lw=0.8))
+    for p in pairs:
+        x, y = pos[p.index]
+        ax.text(x, y, f"#{p.index}", ha="center", va="center", fontsize=8,
+                bbox=dict(boxstyle="round", facecolor="white" if p.kind == 1 else "#f3c9a8", edgecolor="0.3"))
+    for row, w in enumerate(widths):
+        ax.text(-0.02, -row, f"width {w}", ha="right", va="center", fontsize=8)
+    ax.set_xlim(-0.2, 1.02)
+    ax.set_ylim(-len(widths) + 0.5, 0.5)
+    ax.axis("off")
+    ax.set_title(title or f"{pairs[0].group.name}: inclusion maps (white = type 1, orange = type 2)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
