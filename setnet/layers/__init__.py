@@ -9,9 +9,10 @@ from setnet.layers.folded_equivariant import FoldedEquivariant
 from setnet.layers.masked_global_pooling import MaskedGlobalPooling
 from setnet.layers.perm_equivariant_linear import PermEquivariantLinear
 from setnet.layers.perm_equivariant_quadratic import PermEquivariantQuadratic
+from setnet.layers.set_normalization import SetNormalization
 from setnet.layers.tied_equivariant_dense import TiedEquivariantDense
 
 __all__ = [
     "FoldedEquivariant", "MaskedGlobalPooling", "PermEquivariantLinear", "PermEquivariantQuadratic",
-    "TiedEquivariantDense",
+    "SetNormalization", "TiedEquivariantDense",
 ]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import activations, initializers, ops, regularizers
 
 from setnet.layers import set_ops
@@ -178,17 +177,12 @@ class FoldedEquivariant(keras.layers.Layer):
         return lin, quad
 
     def call(self, inputs, mask=None):
-        half = ops.shape(inputs)[1] // 2
-        if isinstance(half, int):
-            if ops.shape(inputs)[1] % 2:
-                raise ValueError(f"FoldedEquivariant '{self.name}' needs an even number of points, got "
-                                 f"{ops.shape(inputs)[1]}")
-        else:
-            tf.debugging.assert_equal(
-                tf.shape(inputs)[1] % 2, 0, message=f"FoldedEquivariant '{self.name}' needs an even number of points"
-            )
-        m = self._pair_mask(inputs, mask, half)
-        z = ops.concatenate([inputs[:, :half], inputs[:, half:]], axis=-1)
+        n = ops.shape(inputs)[1]
+        if isinstance(n, int) and n % 2:  # with a dynamic N, the split below fails instead
+            raise ValueError(f"FoldedEquivariant '{self.name}' needs an even number of points, got {n}")
+        m = self.compute_mask(inputs, mask)
+        m = None if m is None else set_ops.float_mask(m, inputs)
+        z = ops.concatenate(ops.split(inputs, 2, axis=1), axis=-1)  # pair k: [x_k, x_{k+N/2}]
         z = set_ops.mask_points(z, m)
         lin, quad = self.pair_weights()
         y = set_ops.orbit_linear(z, lin, m, self.pooling)
@@ -198,19 +192,11 @@ class FoldedEquivariant(keras.layers.Layer):
             y = y + self.bias
         return set_ops.mask_points(self.activation(y), m)
 
-    @staticmethod
-    def _pair_mask(inputs, mask, half):
-        if mask is None:
-            return None
-        mask = ops.cast(mask, "bool")
-        return set_ops.float_mask(ops.logical_and(mask[:, :half], mask[:, half:]), inputs)
-
     def compute_mask(self, inputs, mask=None):
         if mask is None:
             return None
-        half = ops.shape(mask)[1] // 2
-        mask = ops.cast(mask, "bool")
-        return ops.logical_and(mask[:, :half], mask[:, half:])
+        first, second = ops.split(ops.cast(mask, "bool"), 2, axis=1)
+        return ops.logical_and(first, second)
 
     def compute_output_shape(self, input_shape):
         n = input_shape[1]

@@ -84,7 +84,7 @@ class PermEquivariantQuadratic(keras.layers.Layer):
     >>> perm = np.random.permutation(6)
     >>> bool(np.allclose(layer(x[:, perm]), y[:, perm], atol=1e-5))
     True
-    >>> layer.quadratic_kernel.shape
+    >>> tuple(layer.quadratic_kernel.shape)
     (5, 3, 3, 4)
     """
 
