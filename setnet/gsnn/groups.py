@@ -17,6 +17,7 @@ import itertools
 import re
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from setnet.symmetry import PermGroup, cyclic, dihedral, symmetric
 
@@ -234,6 +235,7 @@ class FiniteGroup:
             return cls[0]
 
         frontier = [add((0,), [])]
+        bar = tqdm(desc=f"subgroup classes of {self.name}", unit="class", disable=self.order < 100, leave=False)
         while frontier:
             nxt = []
             for rep in frontier:
@@ -248,7 +250,9 @@ class FiniteGroup:
                     new_rep = add(self.generate(gens), gens)
                     if new_rep is not None:
                         nxt.append(new_rep)
+                        bar.update()
             frontier = nxt
+        bar.close()
         classes.sort(key=lambda c: (-len(c[0]), c[0]))
         self._subgroup_cache["classes"] = classes
         self._subgroup_cache["gens"] = gens_of
