@@ -166,35 +166,41 @@ def _variables_by_name(layer):
 
 
 def _layer_roles(layer, var_index, as_producer):
-    """Weight roles of a supported Dense-like layer, or (None, reason)."""
+    """Weight roles of a supported Dense-like layer, or (None, reason).
+
+    Each variable is listed with its input-channel axes (where a consumer's weights
+    meet the symmetry's channels) and whether its last axis is an output channel.
+    """
     variables = _variables_by_name(layer)
     if not layer.trainable or not layer.trainable_variables:
         return None, "its weights are frozen"
     if isinstance(layer, keras.layers.Dense):
-        spec = {"kernel": (0,), "bias": ()}
+        spec = {"kernel": ((0,), True), "bias": ((), True)}
     elif _is(layer, "PermEquivariantLinear"):
-        spec = {"lambda_kernel": (0,), "gamma_kernel": (0,), "bias": ()}
+        spec = {"lambda_kernel": ((0,), True), "gamma_kernel": ((0,), True), "bias": ((), True)}
     elif _is(layer, "PermEquivariantQuadratic"):
-        if "quadratic_kernel" not in variables:
-            return None, "factorised (rank=...) quadratic kernels are not supported"
-        spec = {"quadratic_kernel": (1, 2), "lambda_kernel": (0,), "gamma_kernel": (0,), "bias": ()}
+        spec = {"lambda_kernel": ((0,), True), "gamma_kernel": ((0,), True), "bias": ((), True)}
+        if getattr(layer, "rank", None) is None:
+            # (n_orbits, C_in, C_in, units): x_a x_b meets Q[:, a, b, :], so Q ↦ e^{-(t_a+t_b)} Q.
+            spec["quadratic_kernel"] = ((1, 2), True)
+        else:
+            # Factorised: a = x U, b = x V feed (n_orbits, rank, units); channels meet U and V only.
+            spec.update(quadratic_left=((0,), False), quadratic_right=((0,), False),
+                        quadratic_kernel=((), True))
     else:
-        return None, f"{type(layer).__name__} is not a supported layer (Dense, PermEquivariantLinear, PermEquivariantQuadratic)"
+        return None, (f"{type(layer).__name__} is not a supported layer "
+                      "(Dense, PermEquivariantLinear, PermEquivariantQuadratic)")
     unknown = set(variables) - set(spec)
     if unknown:
         return None, f"unexpected variables {sorted(unknown)}"
     roles = []
-    for name, in_axes in spec.items():
+    for name, (in_axes, is_out) in spec.items():
         if name not in variables:
             continue
         v = variables[name]
-        if as_producer:
-            axes = (len(v.shape) - 1,)
-        elif in_axes:
-            axes = in_axes
-        else:
-            continue  # a consumer's bias does not see its input channels
-        roles.append(WeightRole(var_index[id(v)], axes, v.path))
+        axes = ((len(v.shape) - 1,) if is_out else ()) if as_producer else in_axes
+        if axes:
+            roles.append(WeightRole(var_index[id(v)], axes, v.path))
     return tuple(roles), None
 
 

@@ -56,18 +56,18 @@ def test_dense_chain_pairs_and_groups():
 
 def test_scaling_across_tanh_or_normalisation_would_change_the_function():
     # The negative controls: what discovery refuses really is not a symmetry.
-    for placement, activation in (("layer", "tanh"), ("batchnorm", "relu")):
+    for placement, activation in (("layer", "tanh"), ("batchnorm", "relu"), ("norm", "relu")):
         model = set_model([("linear", 6, activation, "sum", placement), ("linear", 5, "relu", "mean", "inside")])
         x, _ = set_batch(4, 6, seed=1)
         report = find_symmetries(model)
         block0 = [s for s in report.symmetries if s.producer == "block0"]
-        if placement == "batchnorm":
+        if placement in ("batchnorm", "norm"):
             assert not block0
-            assert "normalisation layer block0_batchnorm" in dict(report.skipped)["block0"]
+            assert f"normalisation layer block0_{placement}" in dict(report.skipped)["block0"]
         else:
             assert block0[0].groups == {"permutation"}
         # Batch statistics (training mode): fresh moving statistics would make the layer ~identity.
-        training = placement == "batchnorm"
+        training = placement in ("batchnorm", "norm")
         before = _outputs(model, x, training)
         # Force the scaling law on the pair anyway, bypassing the check.
         v = {w.path: i for i, w in enumerate(model.trainable_variables)}
@@ -85,16 +85,17 @@ def architectures(draw):
     blocks = []
     for _ in range(n):
         activation = draw(st.sampled_from(["relu", "leaky_relu", "linear", "linear", "tanh"]))
-        pooling = draw(st.sampled_from(["sum", "mean", "max"]))
-        placement = draw(st.sampled_from(["inside", "layer", "dropout", "batchnorm"]))
-        blocks.append(("linear", draw(st.integers(2, 6)), activation, pooling, placement))
+        kind = draw(st.sampled_from(["linear", "linear", "quadratic", "quadratic_sym", "quadratic_rank2"]))
+        pooling = draw(st.sampled_from(["sum", "mean"] + (["max"] if kind == "linear" else [])))
+        placement = draw(st.sampled_from(["inside", "layer", "dropout", "batchnorm", "norm"]))
+        blocks.append((kind, draw(st.integers(2, 5)), activation, pooling, placement))
     head = draw(st.lists(st.integers(2, 5), min_size=0, max_size=2))
     head_activation = draw(st.sampled_from(["relu", "linear"]))
     global_pool = draw(st.sampled_from(["max", "mean", "sum"]))
     return blocks, head, head_activation, global_pool
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(architectures(), st.integers(0, 2**16))
 def test_random_group_elements_leave_outputs_unchanged(arch, seed):
     blocks, head, head_activation, global_pool = arch
@@ -153,3 +154,18 @@ def test_sequential_models_and_shared_layers():
     report = find_symmetries(keras.Model(inputs, out))
     assert not report.symmetries
     assert "shared" in dict(report.skipped)["shared"]
+
+
+@pytest.mark.parametrize("kind", ["quadratic", "quadratic_sym", "quadratic_rank2"])
+def test_quadratic_layers_as_producer_and_consumer(kind):
+    # linear → quadratic (GL and scaling enter the quadratic kernel as M^{-1} Q M^{-T}, e^{-(t_a+t_b)})
+    # → quadratic (its outputs scale through its own quadratic kernel) → relu head.
+    model = set_model([("linear", 4, "linear", "sum", "inside"), (kind, 3, "relu", "mean", "inside"),
+                       (kind, 3, "leaky_relu", "sum", "layer")], head=[4], seed=7)
+    groups = {s.producer: s.groups for s in find_symmetries(model).symmetries}
+    assert groups == {"block0": {"permutation", "scaling", "gl"}, "block1": {"permutation", "scaling"},
+                      "block2": {"permutation", "scaling"}, "head0": {"permutation", "scaling"}}
+    x, _ = set_batch(5, 6, seed=3)
+    before = _outputs(model, x)
+    _random_element(model, np.random.default_rng(kind.__len__()))
+    _close(before, _outputs(model, x))

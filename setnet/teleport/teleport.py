@@ -90,6 +90,16 @@ def _loss_fn(loss, model):
     return loss
 
 
+def _loss_key(loss_fn):
+    """Equal Keras losses share one compiled objective (tracing it costs seconds)."""
+    if isinstance(loss_fn, keras.losses.Loss):
+        try:
+            return type(loss_fn).__name__, repr(sorted(loss_fn.get_config().items()))
+        except (NotImplementedError, TypeError):
+            pass
+    return id(loss_fn)
+
+
 def _tangent_action(params, chosen, xi):
     """g(ξ)·θ with the same derivative at ξ = 0 as the exact action.
 
@@ -220,7 +230,7 @@ def teleport(model, x, y, loss=None, steps=10, learning_rate=0.1, group="scaling
     report = symmetries if symmetries is not None else find_symmetries(model)
     chosen = _select(report, group)
     loss_fn = _loss_fn(loss, model)
-    key = (tuple((s.producer, k) for s, k in chosen), id(loss_fn), bool(training))
+    key = (tuple((s.producer, k) for s, k in chosen), _loss_key(loss_fn), bool(training))
     evaluate = _compile(model, chosen, loss_fn, training, key)
 
     variables = model.trainable_variables

@@ -20,8 +20,9 @@ def set_model(blocks, head=(8,), head_activation="relu", global_pool="max", seed
     """A functional set classifier with inputs {"points", "mask"} like `setnet.models.build_classifier`.
 
     Args:
-        blocks: list of (kind, units, activation, pooling, placement) where kind is "linear" or
-            "quadratic"; activation a Keras name; placement "inside" (the layer's own activation),
+        blocks: list of (kind, units, activation, pooling, placement) where kind is "linear",
+            "quadratic" (5 orbits), "quadratic_sym" (4 orbits) or "quadratic_rank2" (factorised);
+            activation a Keras name; placement "inside" (the layer's own activation),
             "layer" (a separate Activation layer), "norm" (SetNormalization, then activation),
             "batchnorm" (keras BatchNormalization, then activation) or "dropout" (activation
             inside, then Dropout).
@@ -39,8 +40,9 @@ def set_model(blocks, head=(8,), head_activation="relu", global_pool="max", seed
         # Random (nonzero) biases, so that the bias columns are exercised by every check.
         kwargs = dict(activation=inside, bias_initializer=keras.initializers.RandomNormal(stddev=0.3),
                       name=f"block{i}")
-        if kind == "quadratic":
-            layer = layers.PermEquivariantQuadratic(units, pooling=pooling, **kwargs)
+        if kind.startswith("quadratic"):
+            layer = layers.PermEquivariantQuadratic(units, pooling=pooling, symmetric=kind == "quadratic_sym",
+                                                    rank=2 if kind == "quadratic_rank2" else None, **kwargs)
         else:
             layer = layers.PermEquivariantLinear(units, pooling=pooling, **kwargs)
         x = layer(x, mask=mask)
