@@ -71,7 +71,7 @@ def _normalize_augment(augment) -> dict:
 
 def dataset_info(name: str, data_dir=None, manual_dir=None, allow_partial: bool = False) -> dict:
     """Prepares `name` if needed and returns {num_classes, class_names, splits: {split: count}, version}."""
-    builder = datasets.load_prepared(name, data_dir=data_dir, manual_dir=manual_dir,
+    builder = datasets.prepare(name, data_dir=data_dir, manual_dir=manual_dir,
                                      allow_partial=allow_partial)
     names = list(builder.info.features["label"].names)
     return {"num_classes": len(names), "class_names": names,
@@ -162,7 +162,7 @@ def make_dataset(name: str, split: str, *, num_points: int = 1024, batch_size: i
                          f"{strategy.num_replicas_in_sync} replicas of {type(strategy).__name__}")
     import tensorflow_datasets as tfds
 
-    builder = datasets.load_prepared(name, data_dir=data_dir, manual_dir=manual_dir,
+    builder = datasets.prepare(name, data_dir=data_dir, manual_dir=manual_dir,
                                      allow_partial=allow_partial)
     meta = builder.info.metadata or {}
     up_axis = int(meta.get("up_axis", 1))

@@ -97,10 +97,11 @@ def get_builder(name: str, *, data_dir=None, manual_dir=None, allow_partial: boo
 
 def prepare(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False,
             force: bool = False, source: str = "auto"):
-    """Prepares `name` (if not prepared yet) and returns its builder.
+    """Prepares `name` unless it is prepared already, and returns its builder.
 
-    With `allow_partial`, a complete copy is still preferred: the full config is used when it is
-    prepared already or the data found is complete; only an incomplete copy goes to `<name>_partial`.
+    With `allow_partial`, a complete copy is still preferred: a prepared full config is reused, then a
+    prepared partial one; otherwise the full config is tried and only an incomplete copy goes to the
+    `<name>_partial` config. `force` regenerates (e.g. after more ModelNet files were added).
 
     Raises:
       DataNotFoundError: the data is not on this machine and cannot be downloaded (message says how).
@@ -112,27 +113,26 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = 
     base, config = _split_name(name)
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if force
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
+    download_config = tfds.download.DownloadConfig(download_mode=mode)
     kwargs = dict(data_dir=data_dir, manual_dir=manual_dir, source=source)
     builder = get_builder(name, allow_partial=False, **kwargs)
     if base.startswith("modelnet") and allow_partial and config is None:
-        if builder.is_prepared() and not force:
-            return builder
+        partial = get_builder(name, allow_partial=True, **kwargs)
+        if not force:
+            for candidate in (builder, partial):
+                if candidate.is_prepared():
+                    return candidate
         try:
-            builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))
+            builder.download_and_prepare(download_config=download_config)
             return builder
         except IncompleteDataError:
-            builder = get_builder(name, allow_partial=True, **kwargs)
+            builder = partial
     if force or not builder.is_prepared():
-        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))
+        builder.download_and_prepare(download_config=download_config)
     return builder
 
 
 def load_prepared(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False):
-    """Like `prepare`, but reuses any prepared copy (the full one first, then a partial one)."""
-    base, config = _split_name(name)
-    if base.startswith("modelnet") and allow_partial and config is None:
-        for partial in (False, True):
-            builder = get_builder(name, data_dir=data_dir, manual_dir=manual_dir, allow_partial=partial)
-            if builder.is_prepared():
-                return builder
+    """The builder of a prepared copy of `name` (a full one before a partial one), preparing it if
+    there is none yet; never regenerates. Same errors as `prepare`."""
     return prepare(name, data_dir=data_dir, manual_dir=manual_dir, allow_partial=allow_partial)
