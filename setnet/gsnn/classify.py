@@ -37,11 +37,12 @@ test alone so both counts can be compared.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from setnet.gsnn.groups import FiniteGroup
+from setnet.gsnn.groups import FiniteGroup, _small_generating_set
 
 _TOL = 1e-8
 
@@ -110,11 +111,11 @@ class Pair:
             return -1
         raise ValueError(f"element {h} is not in H")
 
-    @property
+    @functools.cached_property
     def _h_set(self):
         return frozenset(self.H)
 
-    @property
+    @functools.cached_property
     def _k_set(self):
         return frozenset(self.K)
 
@@ -169,7 +170,6 @@ def _kernel_label(g: FiniteGroup, h, k) -> str:
         return "H"
     if len(k) == 1:
         return "1"
-    from setnet.gsnn.groups import _small_generating_set
     return "<" + ", ".join(g.element_label(x) for x in _small_generating_set(g, k)) + ">"
 
 
@@ -192,9 +192,9 @@ def _stabilisers(group: FiniteGroup, basis: np.ndarray):
 
 def classify(group: FiniteGroup) -> list[Pair]:
     """Every pair class (H, K) of G, with its weight space and whether it is an architecture."""
-    cache = getattr(group, "_gsnn_pairs", None)
-    if cache is not None:
-        return cache
+    # Cached on the group itself (its subgroup cache), so it is freed with the group.
+    if "gsnn_pairs" in group._subgroup_cache:
+        return group._subgroup_cache["gsnn_pairs"]
     raw = []
     pairs = group.pairs()
     for H, K in tqdm(pairs, desc=f"classifying {group.name}", unit="pair", disable=len(pairs) < 200, leave=False):
@@ -220,7 +220,7 @@ def classify(group: FiniteGroup) -> list[Pair]:
                 reason = (f"passes st_G(P_K - tau P_H) = K, but {who} outside H negates every admissible weight, "
                           f"so the neurons come in +- pairs; same networks as the type 2 pair #{dup}")
         out.append(Pair(group, i, H, K, basis, tuple(group.left_cosets(H)), st, line, reason, dup))
-    group._gsnn_pairs = out
+    group._subgroup_cache["gsnn_pairs"] = out
     return out
 
 

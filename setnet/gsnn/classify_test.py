@@ -86,7 +86,7 @@ def test_signed_rep_is_a_homomorphism(spec):
         assert chi_on_h == [p.chi(h) for h in p.H]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.sampled_from(["C6", "D4", "D6", "Q8", "C2^3", "rot6", "B2"]), st.integers(0, 10**6))
 def test_preactivations_transform_by_the_signed_rep(spec, seed):
     g = parse_group(spec)
@@ -101,7 +101,7 @@ def test_preactivations_transform_by_the_signed_rep(spec, seed):
     assert np.allclose(z_moved, z @ p.signed_rep(el).T)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(st.sampled_from(GROUPS + ["D4xrot3", "S4"]), st.integers(0, 10**6))
 def test_every_architecture_is_invariant(spec, seed):
     g = parse_group(spec)

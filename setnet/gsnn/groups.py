@@ -365,9 +365,7 @@ class FiniteGroup:
             return "1"
         if len(rep) == self.order:
             return "G"
-        gens = self.subgroup_generators(rep) if tuple(rep) in self._subgroup_cache.get("gens", {}) else None
-        if gens is None:
-            gens = _small_generating_set(self, rep)
+        gens = _small_generating_set(self, rep)
         return "<" + ", ".join(self.element_label(g) for g in gens) + ">"
 
 

@@ -1,3 +1,4 @@
+import doctest
 import itertools
 
 import numpy as np
@@ -164,3 +165,12 @@ def test_bad_generators_are_clear():
         FiniteGroup([perm_matrix(np.roll(np.arange(11), 1))], limit=10)
     with pytest.raises(ValueError, match="degree"):
         FiniteGroup([])
+
+
+def test_docstring_examples_run():
+    import setnet.gsnn
+    from setnet.gsnn import groups
+
+    for module in (groups, setnet.gsnn):
+        result = doctest.testmod(module)
+        assert result.attempted >= 1 and result.failed == 0

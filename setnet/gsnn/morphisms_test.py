@@ -8,7 +8,7 @@ from setnet.gsnn.groups import parse_group
 from setnet.gsnn.morphisms import find_conjugator, grow, morphisms
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(st.sampled_from(["C6", "C8", "D4", "D6", "Q8", "C2xC4", "C2^3", "B2", "D4xrot3"]), st.integers(0, 10**6))
 def test_every_morphism_preserves_the_function(spec, seed):
     g = parse_group(spec)
