@@ -44,3 +44,7 @@ bench-symmetry: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
+
+.PHONY: spectral-example
+spectral-example: $(STAMP)  ## seed 001: C_16 network spectrum and frequency pruning (docs/spectral.md)
+	$(PY) -m setnet.spectral.example --out runs/spectral-example
