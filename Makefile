@@ -37,7 +37,7 @@ test: $(STAMP)
 train: $(STAMP)
 	$(PY) -m pipelines.train --config $(CONFIG)
 
-bench: bench-symmetry
+bench: bench-symmetry bench-input
 
 bench-symmetry: $(STAMP)
 	$(PY) -m setnet.symmetry.bench
@@ -48,3 +48,10 @@ clean:
 .PHONY: spectral-example
 spectral-example: $(STAMP)  ## seed 001: C_16 network spectrum and frequency pruning (docs/spectral.md)
 	$(PY) -m setnet.spectral.example --out runs/spectral-example
+
+.PHONY: bench-input prepare
+bench-input: $(STAMP)  ## input pipeline examples/s vs the default model's training step (docs/datasets.md)
+	$(PY) -m pipelines.bench_input
+
+prepare: $(STAMP)  ## make prepare DATASET=modelnet40 [ARGS="--manual-dir DIR --allow-partial"]
+	$(PY) -m pipelines.prepare $(DATASET) $(ARGS)

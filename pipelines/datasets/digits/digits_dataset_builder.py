@@ -3,7 +3,7 @@
 Real data that ships inside scikit-learn (1797 scans of 8x8 images, UCI "optdigits" test set), so it
 runs through the whole pipeline on a fresh machine without a download. Each image becomes the set of
 its non-zero pixels, one point `(x, y, intensity)` per pixel: x, y in [-1, 1] (y up), intensity in
-(0, 1]. Sets have between a dozen and ~50 points, so batches need padding and a mask.
+(0, 1]. Sets have 16 to 42 points, so batches need padding and a mask.
 
 Example:
 
