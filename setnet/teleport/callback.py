@@ -49,8 +49,11 @@ class TeleportCallback(keras.callbacks.Callback):
         ascent_steps: gradient-ascent steps per teleport.
         learning_rate: ascent step size.
         max_grad_norm: optional cap on the gradient norm after a teleport.
-        loss: loss to teleport on (default: the model's compiled loss).
+        loss: loss to teleport on (default: the model's compiled loss). A custom loop that
+            does not compile the model passes its per-example loss here.
         optimizer_state: "transform" or "keep" (see `teleport`).
+        optimizer: the optimizer whose state is mapped and whose ``iterations`` drive the
+            ``steps`` schedule (default: ``model.optimizer``; a custom loop passes its own).
         verbose: 1 prints one line per teleport.
 
     Example:
@@ -66,7 +69,8 @@ class TeleportCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, data, epochs=(0,), steps=(), max_teleports=None, group="scaling", ascent_steps=10,
-                 learning_rate=0.1, max_grad_norm=None, loss=None, optimizer_state="transform", verbose=0):
+                 learning_rate=0.1, max_grad_norm=None, loss=None, optimizer_state="transform", optimizer=None,
+                 verbose=0):
         super().__init__()
         if group not in GROUPS:
             raise ValueError(f"TeleportCallback: group must be one of {', '.join(GROUPS)}; got {group!r}")
@@ -89,18 +93,22 @@ class TeleportCallback(keras.callbacks.Callback):
         self.max_teleports = max_teleports
         self.kwargs = dict(group=group, steps=ascent_steps, learning_rate=learning_rate,
                            max_grad_norm=max_grad_norm, loss=loss, optimizer_state=optimizer_state)
+        self.optimizer = optimizer
         self.verbose = verbose
         self.history: list[dict] = []
+        self._batches_seen = 0
         self._symmetries = None
         self._pending_steps = list(self.steps)
 
     @classmethod
-    def from_config_section(cls, section: Mapping[str, Any] | None, data, verbose=0):
+    def from_config_section(cls, section: Mapping[str, Any] | None, data, loss=None, optimizer=None, verbose=0):
         """The callback for a ``train.teleport`` config section, or None when disabled.
 
         Args:
             section: mapping with keys of `CONFIG_DEFAULTS` (omitted keys take the default).
             data: batches to teleport on (see the class docstring).
+            loss: loss callable (default: the model's compiled loss).
+            optimizer: the training optimizer (default: ``model.optimizer``).
         """
         section = dict(section or {})
         unknown = [k for k in section if k not in CONFIG_DEFAULTS]
@@ -115,7 +123,7 @@ class TeleportCallback(keras.callbacks.Callback):
         return cls(data, epochs=list(cfg["epochs"]), steps=list(cfg["steps"]),
                    max_teleports=cfg["max_teleports"], group=cfg["group"], ascent_steps=cfg["ascent_steps"],
                    learning_rate=cfg["learning_rate"], max_grad_norm=cfg["max_grad_norm"],
-                   optimizer_state=cfg["optimizer_state"], verbose=verbose)
+                   optimizer_state=cfg["optimizer_state"], loss=loss, optimizer=optimizer, verbose=verbose)
 
     def on_train_begin(self, logs=None):
         # Fails at the start of training (not mid-run) when the model has no usable symmetry.
@@ -141,10 +149,22 @@ class TeleportCallback(keras.callbacks.Callback):
         if epoch in self.epochs and self._budget_left():
             self._teleport(epoch=epoch)
 
+    def _optimizer(self):
+        return self.optimizer if self.optimizer is not None else getattr(self.model, "optimizer", None)
+
+    def _global_step(self):
+        optimizer = self._optimizer()
+        if optimizer is None or not getattr(optimizer, "built", False):
+            return self._batches_seen
+        return int(keras.ops.convert_to_numpy(optimizer.iterations))
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches_seen += 1
+
     def on_train_batch_begin(self, batch, logs=None):
         if not self._pending_steps:
             return
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        step = self._global_step()
         if step >= self._pending_steps[0]:
             while self._pending_steps and self._pending_steps[0] <= step:
                 self._pending_steps.pop(0)
@@ -153,9 +173,8 @@ class TeleportCallback(keras.callbacks.Callback):
 
     def _teleport(self, epoch=None, step=None):
         x, y = self._next_batch()
-        result = teleport(self.model, x, y, symmetries=self._symmetries, **self.kwargs)
-        optimizer = getattr(self.model, "optimizer", None)
-        global_step = int(keras.ops.convert_to_numpy(optimizer.iterations)) if optimizer is not None else 0
+        result = teleport(self.model, x, y, symmetries=self._symmetries, optimizer=self._optimizer(), **self.kwargs)
+        global_step = self._global_step()
         result.update(epoch=epoch, step=global_step)
         self.history.append(result)
         if self.verbose:

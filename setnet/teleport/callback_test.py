@@ -117,3 +117,23 @@ def test_model_without_symmetry_fails_at_train_begin():
     x, y = np.zeros((4, 3), "float32"), np.zeros(4, "int64")
     with pytest.raises(ValueError, match="no channel symmetry"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[TeleportCallback((x, y))])
+
+
+def test_custom_loop_with_its_own_optimizer_and_loss():
+    # The shape of pipelines.loop.Trainer: an uncompiled model, the optimizer and loss held by the loop.
+    model = set_model(BLOCKS, head=[5], seed=3)
+    optimizer = keras.optimizers.Adam(0.01)
+    optimizer.build(model.trainable_variables)
+    x, y = _data(16)
+    cb = TeleportCallback((x, y), epochs=[], steps=[1], loss=make_loss(), optimizer=optimizer, ascent_steps=2)
+    callbacks = keras.callbacks.CallbackList([cb], model=model)
+    callbacks.on_train_begin()
+    callbacks.on_epoch_begin(0)
+    for batch in range(3):
+        callbacks.on_train_batch_begin(batch)
+        with tf.GradientTape() as tape:
+            value = make_loss()(y, model(x))
+        optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
+        callbacks.on_train_batch_end(batch)
+    (result,) = cb.history
+    assert result["step"] == 1 and result["optimizer_state"] == "transform"
