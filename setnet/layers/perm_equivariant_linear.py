@@ -107,7 +107,7 @@ class PermEquivariantLinear(keras.layers.Layer):
         m = set_ops.float_mask(mask, inputs)
         x = set_ops.mask_points(inputs, m)
         pooled = set_ops.masked_pool(x, m, self.pooling)
-        y = ops.matmul(x, self.lambda_kernel) + ops.expand_dims(ops.matmul(pooled, self.gamma_kernel), 1)
+        y = set_ops.point_matmul(x, self.lambda_kernel) + ops.expand_dims(ops.matmul(pooled, self.gamma_kernel), 1)
         if self.bias is not None:
             y = y + self.bias
         return set_ops.mask_points(self.activation(y), m)

@@ -168,13 +168,14 @@ class PermEquivariantQuadratic(keras.layers.Layer):
         if self.rank is None:
             y = set_ops.orbit_quadratic(x, self.orbit_weights(), m, self.pooling)
         else:
-            a = ops.matmul(x, self.quadratic_left)
-            b = ops.matmul(x, self.quadratic_right)
+            a = set_ops.point_matmul(x, self.quadratic_left)
+            b = set_ops.point_matmul(x, self.quadratic_right)
             t = set_ops.orbit_quadratic_features(a, b, m, self.pooling)  # (batch, n, 5, rank)
             z = ops.take(self.quadratic_kernel, SYMMETRIC_SLOTS, axis=0) if self.symmetric else self.quadratic_kernel
-            y = ops.einsum("bnrs,rso->bno", t, z)
+            t = ops.reshape(t, (ops.shape(t)[0], ops.shape(t)[1], 5 * self.rank))
+            y = set_ops.point_matmul(t, ops.reshape(z, (5 * self.rank, self.units)))
         pooled = set_ops.masked_pool(x, m, self.pooling)
-        y = y + ops.matmul(x, self.lambda_kernel) + ops.expand_dims(ops.matmul(pooled, self.gamma_kernel), 1)
+        y = y + set_ops.point_matmul(x, self.lambda_kernel) + ops.expand_dims(ops.matmul(pooled, self.gamma_kernel), 1)
         if self.bias is not None:
             y = y + self.bias
         return set_ops.mask_points(self.activation(y), m)

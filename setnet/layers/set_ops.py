@@ -29,6 +29,7 @@ Q_c1c2 = sum_i x_ic1 x_ic2, the five quadratic orbit sums are
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 POOLINGS = ("sum", "mean")
@@ -87,20 +88,28 @@ def orbit_linear(x, w, m=None, pooling="sum"):
     """
     s = ops.sum(x, axis=1)  # (b, c)
     if pooling == "sum":
-        return ops.matmul(x, w[0] - w[1]) + ops.expand_dims(ops.matmul(s, w[1]), 1)
+        return point_matmul(x, w[0] - w[1]) + ops.expand_dims(ops.matmul(s, w[1]), 1)
     a1, _ = orbit_scales(x, m, pooling, "linear")
     a1 = a1[:, None, None]
     # w0 x_k + a1 w1 (S - x_k)
-    return ops.matmul(x, w[0]) + a1 * (ops.expand_dims(ops.matmul(s, w[1]), 1) - ops.matmul(x, w[1]))
+    return point_matmul(x, w[0]) + a1 * (ops.expand_dims(ops.matmul(s, w[1]), 1) - point_matmul(x, w[1]))
 
 
 def orbit_quadratic(x, w, m=None, pooling="sum"):
     """sum_r sum_{c1,c2} w[r, c1, c2, :] T_r[k, c1, c2] for the 5 quadratic orbits of S_n.
 
-    Only the T0-like term x_k1 x_k2 costs O(n c^2 units): the weights of the
-    five orbits are first combined into one c x c x units tensor (the
-    coefficient of x_k1 x_k2 after expanding T1..T4), and everything else is a
-    per-set sum contracted with the weights before it meets the points.
+    Expanding T1..T4 in the point terms x_k1 x_k2, x_k1 S_2, S_1 x_k2 and the
+    set terms Q_12, S_1 S_2, with a1 = a2 = 1 for orbit sums and a1 = 1/(n-1),
+    a2 = 1/((n-1)(n-2)) for orbit means:
+
+        y_k = x_k ⊗ x_k · [w0 - a1 (w1 + w2 + w3) + 2 a2 w4]
+            + x_k · (S · [a1 (w1 + w2ᵀ) - a2 (w4 + w4ᵀ)])
+            + a1 Q · w3 + a2 (S ⊗ S - Q) · w4
+
+    (ᵀ swaps the two input channels). Only the first line costs
+    O(n c² units), one matrix product of the per-point outer products with a
+    c² x units matrix; everything else is a per-set sum contracted with the
+    weights before it meets the points.
 
     Args:
         x: ``(batch, n, c)``, padded points already zero.
@@ -110,36 +119,50 @@ def orbit_quadratic(x, w, m=None, pooling="sum"):
     Returns:
         ``(batch, n, units)``; rows of padded points are not zeroed here.
     """
-    c = ops.shape(w)[1]
-    units = ops.shape(w)[3]
+    batch, n = ops.shape(x)[0], ops.shape(x)[1]
+    c, units = w.shape[1], w.shape[3]
     s = ops.sum(x, axis=1)  # (b, c)
-    q = ops.einsum("bnc,bnd->bcd", x, x)  # (b, c, c)
-    outer = ops.reshape(ops.expand_dims(x, -1) * ops.expand_dims(x, -2), (ops.shape(x)[0], ops.shape(x)[1], c * c))
+    q = ops.reshape(ops.einsum("bnc,bnd->bcd", x, x), (batch, c * c))
+    ss = ops.reshape(ops.expand_dims(s, -1) * ops.expand_dims(s, -2), (batch, c * c))
+    outer = ops.reshape(ops.expand_dims(x, -1) * ops.expand_dims(x, -2), (batch, n, c * c))
+    flat = ops.reshape(w, (5, c * c * units))
+    # "S ·" contracts the second input channel; as a matmul it needs that channel first.
+    swapped = ops.reshape(ops.transpose(w, (0, 2, 1, 3)), (5, c * c * units))
+    set_weights = ops.reshape(w[3:5], (2 * c * c, units))
     scales = orbit_scales(x, m, pooling, "quadratic")
     if scales is None:
-        # Coefficients of x_k1 x_k2, x_k1 S_2, S_1 x_k2, Q_12 and S_1 S_2 after expanding T0..T4.
-        a = w[0] - w[1] - w[2] - w[3] + 2.0 * w[4]
-        point = ops.matmul(outer, ops.reshape(a, (c * c, units)))
-        mix = ops.einsum("bd,cdo->bco", s, w[1] - w[4]) + ops.einsum("bc,cdo->bdo", s, w[2] - w[4])
-        pooled = ops.einsum("bcd,cdo->bo", q, w[3] - w[4]) + ops.einsum("bc,bd,cdo->bo", s, s, w[4])
-        return point + ops.einsum("bnc,bco->bno", x, mix) + ops.expand_dims(pooled, 1)
-    a1, a2 = scales  # (b,)
-    # The same expansion with w_r scaled by 1/|orbit r|, which depends on the set size:
-    # one (c, c, units) coefficient tensor per set.
-    basis = ops.stack([w[0], -(w[1] + w[2] + w[3]), 2.0 * w[4]])  # (3, c, c, units)
-    coef = ops.stack([ops.ones_like(a1), a1, a2], axis=1)  # (b, 3)
-    a = ops.reshape(ops.einsum("bt,tcdo->bcdo", coef, basis), (-1, c * c, units))
-    point = ops.matmul(outer, a)
-    b1, b2 = a1[:, None, None], a2[:, None, None]
-    mix1 = ops.einsum("bd,cdo->bco", s, w[1]) + ops.einsum("bc,cdo->bdo", s, w[2])
-    mix2 = ops.einsum("bd,cdo->bco", s, w[4]) + ops.einsum("bc,cdo->bdo", s, w[4])
-    mix = b1 * mix1 - b2 * mix2
-    pooled = (
-        a1[:, None] * ops.einsum("bcd,cdo->bo", q, w[3])
-        - a2[:, None] * ops.einsum("bcd,cdo->bo", q, w[4])
-        + a2[:, None] * ops.einsum("bc,bd,cdo->bo", s, s, w[4])
-    )
-    return point + ops.einsum("bnc,bco->bno", x, mix) + ops.expand_dims(pooled, 1)
+        point_w = ops.matmul(ops.convert_to_tensor(_POINT_SUM, w.dtype), flat)
+        mix_w = ops.matmul(ops.convert_to_tensor(_MIX_SUM, w.dtype), ops.concatenate([flat, swapped], 0))
+        point = point_matmul(outer, ops.reshape(point_w, (c * c, units)))
+        mix = ops.reshape(ops.matmul(s, ops.reshape(mix_w, (c, c * units))), (batch, c, units))
+        pooled = ops.matmul(ops.concatenate([q, ss - q], axis=-1), set_weights)
+    else:
+        a1, a2 = scales  # (b,)
+        # Orbit sizes depend on the set size: one c² x units point matrix per set.
+        basis = ops.matmul(ops.convert_to_tensor(_POINT_BASIS, w.dtype), flat)  # (3, c² units)
+        coef = ops.stack([ops.ones_like(a1), a1, a2], axis=1)  # (b, 3)
+        point = ops.matmul(outer, ops.reshape(ops.matmul(coef, basis), (batch, c * c, units)))
+        mix_w = ops.matmul(ops.convert_to_tensor(_MIX_BASIS, w.dtype), ops.concatenate([flat, swapped], 0))
+        mix = ops.reshape(ops.matmul(s, ops.reshape(ops.transpose(ops.reshape(mix_w, (2, c, c * units)), (1, 0, 2)),
+                                                    (c, 2 * c * units))), (batch, 2, c, units))
+        mix = a1[:, None, None] * mix[:, 0] - a2[:, None, None] * mix[:, 1]
+        pooled = ops.matmul(ops.concatenate([a1[:, None] * q, a2[:, None] * (ss - q)], axis=-1), set_weights)
+    return point + ops.matmul(x, mix) + ops.expand_dims(pooled, 1)
+
+
+# Rows combine the 5 orbit weights (and, in the second half, their channel-swapped
+# copies): the coefficient of x_k ⊗ x_k, and of x_k · S, from the expansion above.
+_POINT_SUM = np.array([[1.0, -1.0, -1.0, -1.0, 2.0]])
+_MIX_SUM = np.array([[0, 0, 1, 0, -1, 0, 1, 0, 0, -1]], dtype=float)  # w2 + w1ᵀ - w4 - w4ᵀ, swapped layout
+_POINT_BASIS = np.array([[1.0, 0, 0, 0, 0], [0, -1.0, -1.0, -1.0, 0], [0, 0, 0, 0, 2.0]])
+_MIX_BASIS = np.array([[0, 0, 1, 0, 0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 0, 0, 0, 0, 1]], dtype=float)
+
+
+def point_matmul(x, w):
+    """``(batch, n, k) @ (k, units)`` as one 2-D product: a broadcast batched matmul
+    would form a per-set ``(k, units)`` weight gradient and then sum it."""
+    return ops.reshape(ops.matmul(ops.reshape(x, (-1, ops.shape(x)[-1])), w),
+                       (ops.shape(x)[0], ops.shape(x)[1], ops.shape(w)[-1]))
 
 
 def orbit_quadratic_features(a, b, m=None, pooling="sum"):
