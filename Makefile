@@ -37,7 +37,7 @@ test: $(STAMP)
 train: $(STAMP)
 	$(PY) -m pipelines.train --config $(CONFIG)
 
-bench: bench-symmetry bench-input
+bench: bench-symmetry bench-input bench-layers
 
 bench-symmetry: $(STAMP)
 	$(PY) -m setnet.symmetry.bench
@@ -55,3 +55,7 @@ bench-input: $(STAMP)  ## input pipeline examples/s vs the default model's train
 
 prepare: $(STAMP)  ## make prepare DATASET=modelnet40 [ARGS="--manual-dir DIR --allow-partial"]
 	$(PY) -m pipelines.prepare $(DATASET) $(ARGS)
+
+.PHONY: bench-layers
+bench-layers: $(STAMP)  ## equivariant layers: fwd+bwd time and peak memory vs TiedEquivariantDense and Dense (docs/layers.md)
+	$(PY) -m setnet.layers.bench $(ARGS)

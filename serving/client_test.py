@@ -161,6 +161,16 @@ def test_float32_values_travel_exactly():
     np.testing.assert_array_equal(sent, x)
 
 
+def test_nan_travels_as_nan_not_null():
+    record = []
+    client, _ = make_client(fake_server([(400, {}, {"error": "NaN or Inf"})], record=record))
+    x = np.ones((1, 2, 3), np.float32)
+    x[0, 1, 2] = np.nan
+    with pytest.raises(C.ServingClientError, match="NaN"):
+        client.predict(x)
+    assert b"NaN" in record[0].content and b"null" not in record[0].content
+
+
 def test_argument_errors():
     with pytest.raises(ValueError, match="not both"):
         C.ServingClient("http://x", "m", version=1, label="a")

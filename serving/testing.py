@@ -110,7 +110,8 @@ class serve_in_thread:
         import socket
 
         import uvicorn
-        self.sock = socket.socket()
+        # IPPROTO_TCP so that asyncio sets TCP_NODELAY (see serving.server.main).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.url = f"http://{host}:{self.sock.getsockname()[1]}"

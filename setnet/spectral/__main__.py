@@ -4,13 +4,16 @@
   python -m setnet.spectral graph --group C8 --activation abs --png c8_abs.png
   python -m setnet.spectral decompose --group D6
   python -m setnet.spectral pl-maps --group C8
+  python -m setnet.spectral spectrum --model runs/x/model.keras --dataset synthetic_shapes/small --out spec
 
 `graph` measures the interaction graph of a pointwise activation (nodes are
 the frequencies 0 .. n/2 for C<n>, component indices for other groups) and
 compares it with the rule derived in docs/spectral.md; `--predicted` prints
 the rule's graph instead. `pl-maps` shows the kernel condition for PL maps
 between simple representations: the best equivariance defect of a PL map
-V_i -> V_j (0: an exact map exists) next to ker V_i ⊆ ker V_j.
+V_i -> V_j (0: an exact map exists) next to ker V_i ⊆ ker V_j. `spectrum`
+reads a saved set classifier layer by layer (trivial vs standard energy of
+S_n on the real points of each set) and writes a table, JSON and a PNG.
 """
 
 from __future__ import annotations
@@ -79,6 +82,28 @@ def _pl_maps(args) -> int:
     return 0
 
 
+def _spectrum(args) -> int:
+    import pathlib
+
+    import keras
+
+    import setnet.layers  # noqa: F401  (registers the layers for loading)
+    from pipelines.input import make_dataset
+    from setnet.spectral.spectrum import network_spectrum, spectrum_table, write_spectrum_artifacts
+
+    if not pathlib.Path(args.model).exists():
+        raise ValueError(f"no model file at {args.model}; give a .keras file saved by training")
+    model = keras.saving.load_model(args.model)
+    ds = make_dataset(args.dataset, args.split, num_points=args.num_points, batch_size=args.batch_size,
+                      data_dir=args.data_dir)
+    rows = network_spectrum(model, ds, args.group, max_batches=args.max_batches)
+    print(spectrum_table(rows))
+    if args.out:
+        for path in write_spectrum_artifacts(rows, args.out, f"{pathlib.Path(args.model).name} on {args.dataset}"):
+            print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m setnet.spectral", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,6 +122,16 @@ def main(argv=None) -> int:
     p = sub.add_parser("pl-maps", help="the kernel condition for PL maps between simple representations")
     p.add_argument("--group", required=True)
     p.add_argument("--seed", type=int, default=0)
+    sp = sub.add_parser("spectrum", help="energy per isotypic component, layer by layer, of a saved model")
+    sp.add_argument("--model", required=True, help="a .keras file (e.g. a setnet classifier)")
+    sp.add_argument("--dataset", default="synthetic_shapes", help="a dataset name for pipelines.input.make_dataset")
+    sp.add_argument("--split", default="test")
+    sp.add_argument("--group", default="S", help="S (permutations of each set's real points) or a fixed group spec")
+    sp.add_argument("--num-points", type=int, default=1024)
+    sp.add_argument("--batch-size", type=int, default=32)
+    sp.add_argument("--max-batches", type=int, default=16)
+    sp.add_argument("--data-dir", default=None, help="TFDS data directory")
+    sp.add_argument("--out", help="folder for spectrum.md, spectrum.json and spectrum.png")
     args = parser.parse_args(argv)
     if args.command == "graph":
         if args.activation not in ACTIVATIONS:
@@ -107,8 +142,9 @@ def main(argv=None) -> int:
             print("error: --tol must lie in (0, 1) and --samples be at least 1", file=sys.stderr)
             return 2
     try:
-        return {"graph": _graph, "decompose": _decompose, "pl-maps": _pl_maps}[args.command](args)
-    except (ValueError, RuntimeError) as err:
+        return {"graph": _graph, "decompose": _decompose, "pl-maps": _pl_maps,
+                "spectrum": _spectrum}[args.command](args)
+    except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

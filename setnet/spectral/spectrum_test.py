@@ -122,3 +122,21 @@ def test_artifacts_and_mlflow(tmp_path):
     files = client.artifacts["spectrum/step_3"]
     assert set(files) == {"spectrum.md", "spectrum.json", "spectrum.png"}
     assert files["spectrum.md"].decode().startswith("| layer | k=0")
+
+
+def test_spectrum_cli_on_a_saved_classifier(tmp_path, capsys):
+    from setnet.models import build_classifier
+    from setnet.spectral.__main__ import main
+
+    keras.utils.set_random_seed(4)
+    model = build_classifier({"num_classes": 4, "blocks": [{"kind": "linear", "units": 8}], "head": [8]})
+    model.save(tmp_path / "tiny.keras")
+    argv = ["spectrum", "--model", str(tmp_path / "tiny.keras"), "--dataset", "synthetic_shapes/small",
+            "--num-points", "32", "--batch-size", "8", "--max-batches", "1", "--data-dir", str(tmp_path / "tfds"),
+            "--out", str(tmp_path / "spec")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "\n| layer | trivial | standard |" in "\n" + out and "| points |" in out
+    assert (tmp_path / "spec" / "spectrum.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["spectrum", "--model", str(tmp_path / "missing.keras")]) == 2
+    assert "no model file" in capsys.readouterr().err

@@ -181,7 +181,7 @@ class _Element:
 
 def teleport(model, x, y, loss=None, steps=10, learning_rate=0.1, group="scaling", max_grad_norm=None, *,
              symmetries=None, optimizer=None, optimizer_state="transform", max_step=1.0, max_backtracks=4,
-             loss_tolerance=1e-4, training=False):
+             loss_tolerance=1e-4, max_grad_growth=None, training=False):
     """Teleports `model` in place to a point of larger gradient norm on the batch (x, y).
 
     Args:
@@ -195,6 +195,8 @@ def teleport(model, x, y, loss=None, steps=10, learning_rate=0.1, group="scaling
             activation is linear) or "auto" (GL where exact, scaling elsewhere).
         max_grad_norm: if set, steps that would make ‖∇_θ L‖ exceed it are shrunk or
             refused (a very steep point can be too steep for the optimizer's step size).
+        max_grad_growth: if set, like `max_grad_norm` but relative: ‖∇_θ L‖ may grow at most
+            by this factor (the cap then scales with wherever training happens to be).
         symmetries: a `SymmetryReport` from `find_symmetries(model)` (found if None).
         optimizer: optimizer whose state to map (default ``model.optimizer``).
         optimizer_state: "transform" (default) or "keep"; see the module docstring.
@@ -250,7 +252,12 @@ def teleport(model, x, y, loss=None, steps=10, learning_rate=0.1, group="scaling
     weights, loss0, obj0, grad = run(element)
     current_obj, current_loss, evaluations, accepted, drift = obj0, loss0, 1, 0, 0.0
     rate = float(learning_rate)
-    limit = None if max_grad_norm is None else float(max_grad_norm) ** 2
+    limits = [float(max_grad_norm) ** 2] if max_grad_norm is not None else []
+    if max_grad_growth is not None:
+        if max_grad_growth < 1:
+            raise ValueError(f"max_grad_growth must be >= 1; got {max_grad_growth}")
+        limits.append(obj0 * float(max_grad_growth) ** 2)
+    limit = min(limits) if limits else None
     for _ in range(steps):
         step = [rate * g for g in grad]
         norm = np.sqrt(sum(float(np.sum(s ** 2)) for s in step))

@@ -1,0 +1,224 @@
+"""Load benchmark of the embedded REST server against calling the SavedModel in process.
+
+    make bench-serve                                    # 16 clients, 30 s per measurement
+    python -m serving.bench_serve --duration 5 --clients 16
+    python -m serving.bench_serve --model-base-path exports/setnet-default
+
+For 1 and for 32 clouds of 1024 points per request, it measures requests/s, clouds/s and
+p50/p99 latency with one client and with `--clients` concurrent clients, over REST (the
+embedded server in its own process on 127.0.0.1, row format, keep-alive connections) and
+in process (the same SavedModel signature called from as many threads). The ratios say
+what REST costs: latency REST/in-process (goal at batch 32: <= 2x) and throughput
+in-process/REST. Errors must be 0. Request bodies are encoded once up front, so client
+work is only HTTP; the clients still share this machine's cores with the server, which
+is part of the figure on a small shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _model_for_bench(num_classes: int):
+    """setnet's default classifier if the models package is there, else the tiny test model."""
+    try:
+        from setnet.models import build_classifier
+        return build_classifier({"num_classes": num_classes}), "setnet.models default classifier"
+    except ImportError:
+        from serving.testing import tiny_classifier
+        return tiny_classifier(num_classes, hidden=64), "serving.testing tiny classifier"
+
+
+def _percentile(values, q):
+    return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else float("nan")
+
+
+def _run_threads(worker, clients: int, duration: float):
+    """Runs `worker()` in `clients` threads until `duration` seconds pass; each call returns
+    True (ok) or False (error). Returns (latencies, errors, seconds)."""
+    latencies, errors = [], [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + duration
+
+    def loop():
+        mine, bad = [], 0
+        while time.monotonic() < stop:
+            t = time.perf_counter()
+            ok = worker()
+            dt = time.perf_counter() - t
+            if ok:
+                mine.append(dt)
+            else:
+                bad += 1
+        with lock:
+            latencies.extend(mine)
+            errors[0] += bad
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return latencies, errors[0], time.monotonic() - start
+
+
+def _row(mode, batch, clients, latencies, errors, seconds):
+    n = len(latencies)
+    return {"mode": mode, "batch": batch, "clients": clients, "requests": n, "errors": errors,
+            "req_per_s": n / seconds, "clouds_per_s": n * batch / seconds,
+            "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m serving.bench_serve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    p.add_argument("--duration", type=float, default=30.0,
+                   help="seconds per concurrent measurement")
+    p.add_argument("--single-duration", type=float, default=None,
+                   help="seconds per one-client measurement (default: duration / 3)")
+    p.add_argument("--batches", default="1,32", help="clouds per request, comma-separated")
+    p.add_argument("--points", type=int, default=1024, help="points per cloud")
+    p.add_argument("--model-base-path", help="serve this export (highest version) instead of "
+                                              "a freshly built model")
+    p.add_argument("--num-classes", type=int, default=40)
+    p.add_argument("--json", default=str(ROOT / "runs" / "bench" / "serve.json"),
+                   help="also write the table here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    batches = [int(b) for b in args.batches.split(",")]
+    single = args.single_duration or max(2.0, args.duration / 3)
+
+    import httpx
+    import tensorflow as tf
+
+    from serving.client import _encode, make_http_client
+    from serving.export import export_model, list_versions
+
+    tmp = tempfile.TemporaryDirectory()
+    if args.model_base_path:
+        base = pathlib.Path(args.model_base_path)
+        versions = list_versions(base)
+        if not versions:
+            print(f"error: no versions under {base}", file=sys.stderr)
+            return 2
+        version_dir, what = base / str(versions[-1]), f"export {base}/{versions[-1]}"
+    else:
+        model, what = _model_for_bench(args.num_classes)
+        version_dir = export_model(model, tmp.name, "bench",
+                                   [f"class_{i}" for i in range(args.num_classes)])
+        base = version_dir.parent
+    name = base.name
+
+    ready = pathlib.Path(tmp.name) / "ready.json"
+    log_path = pathlib.Path(tmp.name) / "server.log"
+    cmd = [sys.executable, "-m", "serving.server", "--model-name", name, "--model-base-path",
+           str(base), "--port", "0", "--ready-file", str(ready), "--max-inflight", "1024",
+           "--max-batch-size", str(max(batches)), "--file-system-poll-wait-seconds", "0",
+           "--log-level", "warning"]
+    with log_path.open("w") as log:
+        server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while not ready.exists():
+            if server.poll() is not None or time.monotonic() > deadline:
+                print(log_path.read_text()[-3000:], file=sys.stderr)
+                print("error: the server did not start", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+        url = json.loads(ready.read_text())["url"] + f"/v1/models/{name}:predict"
+
+        sig = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+        rng = np.random.default_rng(0)
+        rows = []
+        print(f"model: {what}; {args.points} points per cloud; server {url}", flush=True)
+        for batch in batches:
+            clouds = rng.normal(size=(batch, args.points, 3)).astype(np.float32)
+            body = _encode({"instances": clouds.astype(np.float64)})
+            tensor = tf.constant(clouds)
+            want = sig(points=tensor)["class_id"].numpy().tolist()
+            sig(points=tensor)  # warm
+
+            def in_process():
+                sig(points=tensor)["probabilities"].numpy()
+                return True
+
+            local = threading.local()
+
+            def rest():
+                if not hasattr(local, "http"):
+                    local.http = make_http_client(120)
+                try:
+                    r = local.http.post(url, content=body,
+                                        headers={"Content-Type": "application/json"})
+                except httpx.HTTPError:
+                    return False
+                return (r.status_code == 200 and
+                        [p["class_id"] for p in r.json()["predictions"]] == want)
+
+            rest()  # warm the server's path for this shape
+            for clients, seconds in ((1, single), (args.clients, args.duration)):
+                for mode, worker in (("in-process", in_process), ("REST", rest)):
+                    row = _row(mode, batch, clients, *_run_threads(worker, clients, seconds))
+                    rows.append(row)
+                    print(f"  {mode:<10} batch {batch:>3} clients {clients:>3}: "
+                          f"{row['req_per_s']:8.1f} req/s  p50 {row['p50_ms']:8.2f} ms  "
+                          f"p99 {row['p99_ms']:8.2f} ms  errors {row['errors']}", flush=True)
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+    print()
+    print(f"{'batch':>5} {'clients':>7} {'mode':<10} {'req/s':>8} {'clouds/s':>9} "
+          f"{'p50 ms':>8} {'p99 ms':>8} {'errors':>6}")
+    for r in rows:
+        print(f"{r['batch']:>5} {r['clients']:>7} {r['mode']:<10} {r['req_per_s']:>8.1f} "
+              f"{r['clouds_per_s']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+              f"{r['errors']:>6}")
+    print()
+    print(f"{'batch':>5} {'clients':>7} {'p50 REST/in-process':>20} {'p99 REST/in-process':>20} "
+          f"{'throughput in-process/REST':>27}")
+    ratios = []
+    for batch in batches:
+        for clients in sorted({r["clients"] for r in rows}):
+            local_row = next(r for r in rows if r["mode"] == "in-process" and r["batch"] == batch
+                             and r["clients"] == clients)
+            rest_row = next(r for r in rows if r["mode"] == "REST" and r["batch"] == batch
+                            and r["clients"] == clients)
+            ratio = {"batch": batch, "clients": clients,
+                     "p50_ratio": rest_row["p50_ms"] / local_row["p50_ms"],
+                     "p99_ratio": rest_row["p99_ms"] / local_row["p99_ms"],
+                     "throughput_ratio": local_row["req_per_s"] / max(rest_row["req_per_s"],
+                                                                      1e-9)}
+            ratios.append(ratio)
+            print(f"{batch:>5} {clients:>7} {ratio['p50_ratio']:>19.2f}x "
+                  f"{ratio['p99_ratio']:>19.2f}x {ratio['throughput_ratio']:>26.2f}x")
+    errors = sum(r["errors"] for r in rows if r["mode"] == "REST")
+    print(f"\nREST errors: {errors} (must be 0). Machine: {os.cpu_count()} CPUs, shared with "
+          f"other work; timings vary with its load.")
+    out = pathlib.Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"model": what, "points": args.points, "rows": rows,
+                               "ratios": ratios, "rest_errors": errors}, indent=2) + "\n")
+    tmp.cleanup()
+    return 0 if errors == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""The set classifier: equivariant blocks, masked invariant pooling, a dense head.
+
+A point set enters as ``points`` (B, N, 3) with a boolean ``mask`` (B, N) that
+marks real points; padded points never influence the logits, so a padded
+batch gives the same answers as the unpadded sets (up to float rounding).
+
+Blocks (``config["blocks"]``, in order), each ``layer -> SetNormalization ->
+activation -> dropout``:
+
+- ``linear``: `PermEquivariantLinear` (y = xΛ + pool(x)Γ + b).
+- ``quadratic``: `PermEquivariantQuadratic` (orbit-tied quadratic term + linear term).
+- ``folded``: `FoldedEquivariant` over the 2N points ``[x ; skip]``: the
+  block's input x stacked on the set axis with the previous block's input
+  (projected pointwise to the same width), so the fold i ~ i + N pairs each
+  point's current features with its features one block earlier. S_N acting on
+  the set acts on both halves alike, which is exactly the fold group's action,
+  so the block stays S_N-equivariant and the classifier S_N-invariant.
+
+Every step is equivariant (normalisation pools statistics over the batch and
+the real points, dropout and activations are pointwise), and the pooling is
+invariant, so the classifier is permutation invariant.
+
+>>> model = build_classifier({"num_classes": 3, "blocks": [{"kind": "linear", "units": 8},
+...                           {"kind": "quadratic", "units": 8}], "head": [8]})
+>>> import numpy as np
+>>> logits = model({"points": np.zeros((2, 5, 3), "float32"), "mask": np.ones((2, 5), bool)})
+>>> tuple(logits.shape)
+(2, 3)
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Mapping
+
+import keras
+
+from setnet.layers import (
+    FoldedEquivariant,
+    MaskedGlobalPooling,
+    PermEquivariantLinear,
+    PermEquivariantQuadratic,
+    SetNormalization,
+)
+
+# Defaults mirror pipelines/config.py's "model" section (a test keeps them in step).
+MODEL_DEFAULTS: dict[str, Any] = {
+    "type": "setnet",
+    "num_classes": None,
+    "blocks": [{"kind": "linear", "units": 64}, {"kind": "linear", "units": 128}],
+    "global_pool": "max",
+    "head": [128],
+    "head_dropout": 0.3,
+    "l2": 0.0,
+    "norm_momentum": 0.9,
+    "input_norm": "center_scale",
+    "radius_feature": True,
+}
+BLOCK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "common": {"kind": "linear", "units": 64, "pooling": "mean", "activation": "relu",
+               "normalization": True, "dropout": 0.0},
+    "linear": {},
+    "quadratic": {"symmetric": True, "rank": None},
+    "folded": {"group": "hyperoctahedral", "order": "linear"},
+}
+
+
+def _unknown(key: str, valid, where: str) -> ValueError:
+    near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return ValueError(f"{where}: unknown key {key!r}{hint} (valid: {', '.join(valid)})")
+
+
+def resolve_model_config(config: Mapping[str, Any], num_classes: int | None = None) -> dict:
+    """The model section with defaults filled in; accepts a whole training config too.
+
+    Args:
+        config: the ``model`` mapping (keys of `MODEL_DEFAULTS`), or a full training config with a
+            ``model`` section.
+        num_classes: overrides ``config["num_classes"]``.
+    """
+    if "model" in config and isinstance(config["model"], Mapping):
+        config = config["model"]
+    out = dict(MODEL_DEFAULTS)
+    for key, value in config.items():
+        if key not in MODEL_DEFAULTS:
+            raise _unknown(key, MODEL_DEFAULTS, "model config")
+        out[key] = value
+    if num_classes is not None:
+        out["num_classes"] = num_classes
+    if not isinstance(out["num_classes"], int) or out["num_classes"] < 2:
+        raise ValueError(f"model config: num_classes must be an integer >= 2, got {out['num_classes']!r}")
+    blocks = []
+    for i, block in enumerate(out["blocks"]):
+        kind = block.get("kind", "linear")
+        if kind not in ("linear", "quadratic", "folded"):
+            raise ValueError(f"model config: blocks[{i}].kind must be linear, quadratic or folded, got {kind!r}")
+        valid = {**BLOCK_DEFAULTS["common"], **BLOCK_DEFAULTS[kind]}
+        for key in block:
+            if key not in valid:
+                raise _unknown(key, valid, f"model config blocks[{i}] ({kind})")
+        blocks.append({**valid, **block})
+    if not blocks:
+        raise ValueError("model config: blocks must list at least one block")
+    if blocks[0]["kind"] == "folded":
+        raise ValueError("model config: blocks[0] cannot be folded (it pairs its input with the previous block's)")
+    out["blocks"] = blocks
+    return out
+
+
+def _activation(name: str):
+    return None if name == "linear" else name
+
+
+def _equivariant_layer(block: dict, index: int, regularizer):
+    kind, name = block["kind"], f"block{index}_{block['kind']}"
+    # The bias is redundant when a normalisation follows (it subtracts the mean).
+    use_bias = not block["normalization"]
+    if kind == "linear":
+        return PermEquivariantLinear(block["units"], pooling=block["pooling"], use_bias=use_bias,
+                                     kernel_regularizer=regularizer, name=name)
+    if kind == "quadratic":
+        if block["pooling"] == "max":
+            raise ValueError(f"model config: blocks[{index}] is quadratic, whose pooling must be sum or mean")
+        return PermEquivariantQuadratic(block["units"], symmetric=block["symmetric"], pooling=block["pooling"],
+                                        rank=block["rank"], use_bias=use_bias, kernel_regularizer=regularizer,
+                                        name=name)
+    if block["pooling"] == "max":
+        raise ValueError(f"model config: blocks[{index}] is folded, whose pooling must be sum or mean")
+    return FoldedEquivariant(block["units"], group=block["group"], order=block["order"], pooling=block["pooling"],
+                             use_bias=use_bias, kernel_regularizer=regularizer, name=name)
+
+
+def input_features(points, mask, norm: str = "center_scale", radius: bool = True):
+    """Per-point input features that are S_N-equivariant (and make rotation easier to ignore).
+
+    ``center`` subtracts each set's centroid (over real points), ``center_scale`` also divides by its
+    RMS radius, so the features no longer see position and size; ``radius`` appends each point's
+    distance to the centroid, the one coordinate that rotations leave alone. Padded points are zero.
+    """
+    ops = keras.ops
+    m = ops.expand_dims(ops.cast(mask, points.dtype), -1)
+    # Padding may hold anything; zeroing it keeps every layer's padded outputs zero.
+    x = ops.where(ops.expand_dims(mask, -1), points, ops.zeros_like(points))
+    count = ops.maximum(ops.sum(m, axis=1, keepdims=True), 1.0)
+    if norm in ("center", "center_scale"):
+        x = (x - ops.sum(x, axis=1, keepdims=True) / count) * m
+    if norm == "center_scale":
+        rms = ops.sqrt(ops.sum(ops.sum(x * x, axis=-1, keepdims=True), axis=1, keepdims=True) / count)
+        x = x / ops.maximum(rms, 1e-6)
+    elif norm != "none":
+        raise ValueError(f"model config: input_norm must be none, center or center_scale, got {norm!r}")
+    if radius:
+        x = ops.concatenate([x, ops.sqrt(ops.sum(x * x, axis=-1, keepdims=True) + 1e-12) * m], axis=-1)
+    return x
+
+
+def build_classifier(config: Mapping[str, Any], num_classes: int | None = None,
+                     name: str = "setnet_classifier") -> keras.Model:
+    """A permutation-invariant set classifier (or the PointNet baseline) from a config.
+
+    Args:
+        config: model section (see `MODEL_DEFAULTS`, `BLOCK_DEFAULTS` and docs/training.md) or a
+            whole training config. ``type: pointnet`` builds `setnet.models.build_pointnet`.
+        num_classes: number of classes (else ``config["num_classes"]``).
+        name: model name.
+
+    Returns:
+        Functional Keras model, inputs ``{"points": (None, None, 3) float32, "mask": (None, None) bool}``,
+        output logits (batch, num_classes).
+    """
+    cfg = resolve_model_config(config, num_classes)
+    if cfg["type"] == "pointnet":
+        from setnet.models.pointnet import build_pointnet
+
+        return build_pointnet(cfg["num_classes"], head_dropout=cfg["head_dropout"], name="pointnet")
+    if cfg["type"] != "setnet":
+        raise ValueError(f"model config: type must be setnet or pointnet, got {cfg['type']!r}")
+    regularizer = keras.regularizers.L2(cfg["l2"]) if cfg["l2"] else None
+
+    points = keras.Input((None, 3), name="points")
+    mask = keras.Input((None,), dtype="bool", name="mask")
+    x = input_features(points, mask, cfg["input_norm"], cfg["radius_feature"])
+    block_input = None
+    for i, block in enumerate(cfg["blocks"]):
+        layer = _equivariant_layer(block, i, regularizer)
+        if block["kind"] == "folded":
+            skip = block_input
+            if skip.shape[-1] != x.shape[-1]:
+                # Pointwise and bias-free: equivariant, and padded points stay zero.
+                skip = keras.layers.Dense(x.shape[-1], use_bias=False, name=f"block{i}_skip")(skip)
+            paired = keras.ops.concatenate([x, skip], axis=1)
+            paired_mask = keras.ops.concatenate([mask, mask], axis=1)
+            y = layer(paired, mask=paired_mask)
+        else:
+            y = layer(x, mask=mask)
+        if block["normalization"]:
+            y = SetNormalization(momentum=cfg["norm_momentum"], name=f"block{i}_norm")(y, mask=mask)
+        act = _activation(block["activation"])
+        if act is not None:
+            y = keras.layers.Activation(act, name=f"block{i}_{act}")(y)
+        if block["dropout"]:
+            y = keras.layers.Dropout(block["dropout"], name=f"block{i}_dropout")(y)
+        block_input, x = x, y
+
+    h = MaskedGlobalPooling(cfg["global_pool"], name="pool")(x, mask=mask)
+    for j, units in enumerate(cfg["head"]):
+        h = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"head{j}")(h)
+        if cfg["head_dropout"]:
+            h = keras.layers.Dropout(cfg["head_dropout"], name=f"head{j}_dropout")(h)
+    logits = keras.layers.Dense(cfg["num_classes"], name="logits")(h)
+    return keras.Model({"points": points, "mask": mask}, logits, name=name)
