@@ -100,13 +100,28 @@ def test_a_point_whose_partner_is_padded_is_ignored():
     assert np.asarray(layer.compute_mask(x, mask)).tolist() == [[True, True, False, False]]
 
 
+def _orbit_sizes(col, m, pooling):
+    """Per engine color, the size of its S_m orbit type (what mean pooling divides by); ones for sums."""
+    if pooling == "sum":
+        return np.ones(int(col.max()) + 1)
+    sizes = {0: 1, 1: m - 1, 2: m - 1, 3: m - 1, 4: (m - 1) * (m - 2)}
+    if col.ndim == 2:
+        sizes = {0: 1, 1: m - 1}
+    out = {}
+    for index in np.ndindex(col.shape):
+        out.setdefault(col[index], sizes[_orbit_type(index[0], *[i % m for i in index[1:]])])
+    return np.maximum(np.array([out[c] for c in range(len(out))], float), 1.0)
+
+
 @pytest.mark.parametrize("group", ["pairs", "hyperoctahedral"])
 @pytest.mark.parametrize("order", ["linear", "quadratic"])
-@pytest.mark.parametrize("m", [2, 3, 4])
-def test_closed_form_equals_tied_reference(group, order, m):
+@pytest.mark.parametrize("m,pooling", [(2, "sum"), (3, "sum"), (4, "sum"), (2, "mean"), (4, "mean")])
+def test_closed_form_equals_tied_reference(group, order, m, pooling):
+    # Mean pooling at a fixed number of pairs is the sum form with each color's
+    # weight divided by the size of its S_m orbit type.
     rng = np.random.default_rng(m)
     c_in, units = 2, 3
-    layer = _layer(units, c_in, dtype="float64", group=group, order=order)
+    layer = _layer(units, c_in, dtype="float64", group=group, order=order, pooling=pooling)
     weights = [rng.normal(size=w.shape) for w in layer.weights]
     layer.set_weights(weights)
     g = GROUPS[group](m)
@@ -114,13 +129,13 @@ def test_closed_form_equals_tied_reference(group, order, m):
     lin_col, lin_slot = _slot_of_color(group, m, "linear")
     tl = TiedEquivariantDense(units, colors=lin_col, dtype="float64")
     tl.build((None, 2 * m, c_in))
-    tl.set_weights([weights[0][lin_slot], weights[-1][None]])
+    tl.set_weights([weights[0][lin_slot] / _orbit_sizes(lin_col, m, pooling)[:, None, None], weights[-1][None]])
     parts = [tl]
     if order == "quadratic":
         quad_col, quad_slot = _slot_of_color(group, m, "quadratic")
         tq = TiedEquivariantDense(units, colors=quad_col, use_bias=False, dtype="float64")
         tq.build((None, 2 * m, c_in))
-        tq.set_weights([weights[1][quad_slot]])
+        tq.set_weights([weights[1][quad_slot] / _orbit_sizes(quad_col, m, pooling)[:, None, None, None]])
         parts.append(tq)
     if m >= 3:  # no empty orbit: every weight of the layer is one engine color
         assert layer.count_params() == sum(t.count_params() for t in parts)
@@ -128,10 +143,11 @@ def test_closed_form_equals_tied_reference(group, order, m):
     x = rng.normal(size=(3, 2 * m, c_in))
     ref = sum(np.asarray(t(x)) for t in parts)
     np.testing.assert_allclose(layer(x), ref, rtol=0, atol=1e-10)
-    pair_real = rng.random((3, m)) < 0.6
-    mask = np.concatenate([pair_real, pair_real], axis=1)
-    ref = sum(np.asarray(t(x, mask=mask)) for t in parts) * pair_real[..., None]
-    np.testing.assert_allclose(layer(x, mask=mask), ref, rtol=0, atol=1e-10)
+    if pooling == "sum":  # for sums, padding = zero points, which the tied map sees as zeros
+        pair_real = rng.random((3, m)) < 0.6
+        mask = np.concatenate([pair_real, pair_real], axis=1)
+        ref = sum(np.asarray(t(x, mask=mask)) for t in parts) * pair_real[..., None]
+        np.testing.assert_allclose(layer(x, mask=mask), ref, rtol=0, atol=1e-10)
 
 
 def test_parameter_count_formula():

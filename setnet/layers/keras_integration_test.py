@@ -94,6 +94,14 @@ def test_invariant_padding_inert_and_dynamic_n(trained):
     np.testing.assert_allclose(_predict(model, noisy), y, atol=1e-4)
 
 
+def test_xla_compiled_forward_equals_eager_at_several_n(trained):
+    model, _, _ = trained
+    compiled = tf.function(lambda f: model(f, training=False), jit_compile=True)
+    for n in (8, 12):
+        features, _ = _batch(np.random.default_rng(n), 3, n)
+        np.testing.assert_allclose(compiled(features), _predict(model, features), rtol=1e-5, atol=1e-5)
+
+
 def test_keras_file_round_trip(trained, tmp_path):
     model, _, _ = trained
     features, _ = _batch(np.random.default_rng(2), 3, 10)
