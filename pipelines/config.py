@@ -44,6 +44,7 @@ class Field:
     min_exclusive: bool = False
     max_exclusive: bool = False
     nullable: bool = False
+    positive: bool = True  # int_list items must be >= 1 (else >= 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +128,28 @@ SCHEMA: dict[str, Any] = {
         "resume": F("str", "auto", "auto: resume an unfinished run of the same name; never: always start afresh",
                     choices=("auto", "never")),
         "log_every": F("int", 1, "progress-bar update interval in steps", min=1),
+        # Symmetry teleportation (setnet.teleport.TeleportCallback; keys as its CONFIG_DEFAULTS).
+        "teleport": {
+            "enabled": F("bool", False, "teleport the weights along exact parameter symmetries"),
+            "group": F("str", "scaling", "symmetry group to teleport along", choices=("scaling", "gl", "auto")),
+            "epochs": F("int_list", (0,), "teleport at the start of these epochs (0-based)", positive=False),
+            "steps": F("int_list", (), "... and before these optimizer steps (0-based global step)",
+                       positive=False),
+            "max_teleports": F("int", 3, "at most this many teleports in the whole run", min=0),
+            "ascent_steps": F("int", 10, "gradient-ascent steps per teleport", min=1, max=10000),
+            "learning_rate": F("float", 0.1, "ascent step size on log |grad L|^2", min=0.0, min_exclusive=True),
+            "max_grad_norm": F("float", None, "cap on |grad L| after a teleport (null: none)", min=0.0,
+                               min_exclusive=True, nullable=True),
+            "optimizer_state": F("str", "transform", "map the optimizer state along (transform) or keep it",
+                                 choices=("transform", "keep")),
+        },
+    },
+    # Network spectrum (setnet.spectral.spectrum): energy of each layer's activations per isotypic
+    # component of S_N, measured on validation batches and logged to MLflow.
+    "spectrum": {
+        "enabled": F("bool", False, "measure and log the network spectrum"),
+        "every": F("int", 0, "every this many epochs (0: once, after training)", min=0),
+        "max_batches": F("int", 4, "validation batches per measurement", min=1),
     },
     "export": {
         "enabled": F("bool", True, "export a SavedModel at the end"),
@@ -171,8 +194,13 @@ def _where(source: str | None) -> str:
 
 
 def _suggest(key: str, valid) -> str:
-    match = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    """'; did you mean X?' naming the closest valid keys (all of them when several are equally close)."""
+    valid = list(valid)
+    scored = sorted(((difflib.SequenceMatcher(None, key, v).ratio(), v) for v in valid), key=lambda t: -t[0])
+    if not scored or scored[0][0] < 0.5:
+        return ""
+    best = [repr(v) for r, v in scored if r == scored[0][0]]
+    return f"; did you mean {' or '.join(best)}?"
 
 
 def _type_name(field: Field) -> str:
@@ -215,8 +243,8 @@ def _check_value(path: str, value: Any, field: Field, source: str | None) -> Any
             ok = isinstance(item, int) if want_int else isinstance(item, (int, float))
             if isinstance(item, bool) or not ok:
                 fail(f"must be {_type_name(field)}, got item {item!r}")
-            if want_int and item < 1:
-                fail(f"items must be positive, got {item!r}")
+            if want_int and item < (1 if field.positive else 0):
+                fail(f"items must be {'positive' if field.positive else '>= 0'}, got {item!r}")
         value = list(value)
     elif kind == "mapping":
         if not isinstance(value, dict):
@@ -258,6 +286,18 @@ def _check_block(path: str, block: Any, source: str | None) -> dict:
     return out
 
 
+def _sections_with(key: str, schema: dict = None, prefix: str = "") -> list[str]:
+    """Dotted paths of every schema entry named ``key`` (e.g. 'epochs' -> ['train.epochs'])."""
+    out = []
+    for name, spec in (SCHEMA if schema is None else schema).items():
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(spec, dict):
+            out += _sections_with(key, spec, path)
+        elif name == key and prefix:
+            out.append(path)
+    return out
+
+
 def _merge(base: dict, update: dict, schema: dict, prefix: str, source: str | None) -> dict:
     """base updated by update, validating every key of update against schema."""
     if not isinstance(update, dict):
@@ -267,12 +307,11 @@ def _merge(base: dict, update: dict, schema: dict, prefix: str, source: str | No
     for key, value in update.items():
         path = f"{prefix}.{key}" if prefix else str(key)
         if key not in schema:
-            near = _suggest(str(key), schema)
-            if not near:  # a key misplaced in another section is a common slip
-                for section, sub in SCHEMA.items():
-                    if isinstance(sub, dict) and key in sub:
-                        near = f"; did you mean '{section}.{key}'?"
-                        break
+            # A valid key put in the wrong section is a commoner slip than a typo, and an exact
+            # name elsewhere is a surer hint than a fuzzy match here.
+            homes = _sections_with(str(key))
+            near = (f"; did you mean {' or '.join(repr(h) for h in homes)}?" if homes
+                    else _suggest(str(key), schema))
             raise ConfigError(f"unknown key {path!r}{near}{_where(source)}")
         spec = schema[key]
         if isinstance(spec, dict):

@@ -1,0 +1,326 @@
+"""One custom training loop for the one-device, mirrored and multi-worker strategies.
+
+Keras 3's ``model.fit`` fails under MultiWorkerMirroredStrategy
+(keras-team/keras#20585) and turns XLA off under tf.distribute, so the loop
+is written against tf.distribute directly: ``experimental_distribute_dataset``,
+``strategy.run`` of a per-replica step, ``strategy.reduce`` of the sums, with
+the Keras model and a built Keras optimizer (which all-reduces gradients
+across replicas itself). Keras callbacks (``keras.callbacks.Callback``) get
+the usual ``on_epoch_end(epoch, logs)``; checkpointing and MLflow logging are
+such callbacks (pipelines/train.py).
+
+XLA. The model's forward and backward pass is one pure function of the
+variable values, ``model.stateless_call``: it returns the loss sums, the
+gradients and the updated non-trainable values (normalisation statistics,
+dropout seeds) without touching a variable. On one device the whole step
+(that function plus the optimizer update) is a ``tf.function(jit_compile=True)``.
+Under a mirrored strategy the function itself is the jit-compiled unit, called
+per replica inside ``strategy.run``; the cross-replica parts (gradient
+all-reduce in the optimizer, averaging of the normalisation statistics) stay
+outside it, where tf.distribute's collectives live. Either way the equivariant
+layers' compute is XLA-compiled (tests/training/test_distributed.py checks
+XLA's own dumps). XLA compiles once per input shape, so set sizes are padded
+up to a few buckets and the last partial evaluation batch is padded to a full
+one (with zero weights): the number of compilations in a run is bounded by
+the number of buckets.
+
+Exactness. The loss a replica differentiates is its share of the global mean,
+``sum_local / n_global`` (n_global all-reduced), so the summed gradients equal
+single-device gradients on the same global batch, whatever the split.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+import sys
+import time
+from typing import Iterable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pipelines.distribute import is_distributed, task
+
+SUM = tf.distribute.ReduceOp.SUM
+MEAN = tf.distribute.ReduceOp.MEAN
+
+
+# --------------------------------------------------------------------------- input
+
+
+def bucket_for(n, buckets: Iterable[int] = ()):
+    """The padded set size for a batch whose largest set has n points (a scalar int32 tensor).
+
+    With ``buckets`` (increasing), the first bucket >= n, else n rounded up to a multiple of the
+    largest bucket; without, the next power of two.
+    """
+    n = tf.cast(n, tf.int32)
+    buckets = list(buckets)
+    if buckets:
+        table = tf.constant(buckets, tf.int32)
+        fits = tf.boolean_mask(table, table >= n)
+        top = buckets[-1]
+        over = ((n + top - 1) // top) * top
+        return tf.cond(tf.size(fits) > 0, lambda: fits[0], lambda: over)
+    # 2^ceil(log2 n) in integers: smear the bits of n - 1.
+    m = tf.maximum(n, 1) - 1
+    for shift in (1, 2, 4, 8, 16):
+        m = tf.bitwise.bitwise_or(m, tf.bitwise.right_shift(m, shift))
+    return m + 1
+
+
+def prepare(ds: tf.data.Dataset, *, batch_size: int, training: bool, buckets=(), steps: int | None = None,
+            strategy: tf.distribute.Strategy | None = None) -> tf.data.Dataset:
+    """Batches of ``(features, labels, weights)`` with bounded shapes, ready to distribute.
+
+    Set sizes are padded up to a bucket (`bucket_for`). Training keeps full batches only (every
+    replica and worker then steps the same number of times, and the batch dimension never
+    changes); evaluation pads the last batch to full size with zero-weight empty sets, so that no
+    example is dropped and no new shape is compiled.
+    """
+    def pad_sets(features, labels):
+        points, mask = features["points"], features["mask"]
+        n = tf.shape(points)[1]
+        target = bucket_for(n, buckets)
+        points = tf.pad(points, [[0, 0], [0, target - n], [0, 0]])
+        mask = tf.pad(mask, [[0, 0], [0, target - n]])
+        return points, mask, tf.cast(labels, tf.int64)
+
+    def pad_batch(points, mask, labels):
+        b = tf.shape(labels)[0]
+        extra = batch_size - b
+        weights = tf.concat([tf.ones([b]), tf.zeros([extra])], 0)
+        points = tf.pad(points, [[0, extra], [0, 0], [0, 0]])
+        mask = tf.pad(mask, [[0, extra], [0, 0]])
+        labels = tf.pad(labels, [[0, extra]])
+        return points, mask, labels, weights
+
+    ds = ds.map(pad_sets, num_parallel_calls=tf.data.AUTOTUNE)
+    if training:
+        ds = ds.filter(lambda points, mask, labels: tf.shape(labels)[0] == batch_size)
+        ds = ds.map(lambda p, m, y: (p, m, y, tf.ones([batch_size])))
+    else:
+        ds = ds.map(pad_batch)
+    ds = ds.map(lambda p, m, y, w: ({"points": p, "mask": m}, y, w))
+    if steps is not None:
+        ds = ds.take(steps)
+    if strategy is not None and isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Every worker reads the same batches and keeps its slice of each: the global batch of a
+        # step is the single-device batch, and every worker takes the same number of steps.
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        ds = ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+# --------------------------------------------------------------------------- loss
+
+
+def per_example_loss(labels, logits, label_smoothing: float = 0.0):
+    """Softmax cross-entropy per example, with optional label smoothing (no one-hot needed)."""
+    logp = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
+    nll = -tf.gather(logp, labels, axis=-1, batch_dims=1)
+    if not label_smoothing:
+        return nll
+    return (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(logp, axis=-1)
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Trains a Keras model with a Keras optimizer under any of the three strategies.
+
+    Args:
+        model: Keras model taking ``{"points", "mask"}`` and returning logits; built in ``strategy.scope()``.
+        optimizer: Keras optimizer created and built (``optimizer.build(model.trainable_variables)``)
+            in ``strategy.scope()``.
+        strategy: the default strategy, MirroredStrategy or MultiWorkerMirroredStrategy.
+        xla: compile with XLA (the whole step on one device, the replica's compute under mirroring).
+        label_smoothing: label smoothing of the training loss.
+
+    Example (one device, a tiny model)::
+
+        trainer = Trainer(model, optimizer, tf.distribute.get_strategy())
+        logs = trainer.fit(train_ds, val_ds, epochs=2, train_steps=10, val_steps=2)
+    """
+
+    def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
+                 strategy: tf.distribute.Strategy, *, xla: bool = True, label_smoothing: float = 0.0,
+                 verbose: int | str = "auto"):
+        self.model = model
+        self.optimizer = optimizer
+        self.strategy = strategy
+        self.xla = xla
+        self.label_smoothing = label_smoothing
+        self.distributed = is_distributed(strategy)
+        self.task = task(strategy)
+        if verbose == "auto":
+            verbose = 1 if sys.stdout.isatty() else 2
+        self.verbose = verbose if self.task.chief else 0
+        # Traces of the XLA-compiled unit, per kind: each is one XLA compilation.
+        self.compilations: collections.Counter = collections.Counter()
+        inner_jit = xla and self.distributed
+        outer_jit = xla and not self.distributed
+        self.replica_grads = tf.function(self._replica_grads, jit_compile=inner_jit) if self.distributed \
+            else self._replica_grads
+        self.replica_logits = tf.function(self._replica_logits, jit_compile=inner_jit) if self.distributed \
+            else self._replica_logits
+        self.train_step = tf.function(self._train_step, jit_compile=outer_jit)
+        self.eval_step = tf.function(self._eval_step, jit_compile=outer_jit)
+
+    # ---- the XLA-compiled units (pure functions of the variable values)
+
+    def _replica_grads(self, trainable, non_trainable, features, labels, weights, global_n):
+        self.compilations["train"] += 1
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            logits, new_non_trainable, losses = self.model.stateless_call(
+                trainable, non_trainable, features, training=True, return_losses=True)
+            per = per_example_loss(labels, logits, self.label_smoothing) * weights
+            loss_sum = tf.reduce_sum(per)
+            loss = loss_sum / global_n
+            if losses:
+                # Regularisation is added once per replica, and the optimizer sums over replicas.
+                loss += tf.add_n([tf.cast(x, tf.float32) for x in losses]) / self.strategy.num_replicas_in_sync
+        grads = tape.gradient(loss, trainable)
+        correct = tf.reduce_sum(weights * tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
+        return grads, new_non_trainable, loss_sum, correct
+
+    def _replica_logits(self, trainable, non_trainable, features):
+        self.compilations["eval"] += 1
+        logits, _ = self.model.stateless_call(trainable, non_trainable, features, training=False)
+        return logits
+
+    # ---- per-replica steps and their distribution
+
+    def _values(self):
+        return ([tf.convert_to_tensor(v.value) for v in self.model.trainable_variables],
+                [tf.convert_to_tensor(v.value) for v in self.model.non_trainable_variables])
+
+    def _train_replica(self, features, labels, weights):
+        ctx = tf.distribute.get_replica_context()
+        n = tf.reduce_sum(weights)
+        global_n = ctx.all_reduce(SUM, n)
+        trainable, non_trainable = self._values()
+        grads, new_values, loss_sum, correct = self.replica_grads(
+            trainable, non_trainable, features, labels, weights, global_n)
+        self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
+        for var, value in zip(self.model.non_trainable_variables, new_values):
+            if self.distributed and "float" in str(var.dtype):
+                # Normalisation statistics: each replica saw its own slice; keep one average
+                # (replicas of a mirrored variable would otherwise drift apart silently).
+                value = ctx.all_reduce(MEAN, value)
+            var.assign(value)
+        return loss_sum, correct, n
+
+    def _train_step(self, features, labels, weights):
+        out = self.strategy.run(self._train_replica, args=(features, labels, weights))
+        return [self.strategy.reduce(SUM, t, axis=None) for t in out]
+
+    def _eval_replica(self, features, labels, weights):
+        trainable, non_trainable = self._values()
+        logits = self.replica_logits(trainable, non_trainable, features)
+        per = per_example_loss(labels, logits) * weights
+        pred = tf.argmax(logits, -1)
+        correct = tf.reduce_sum(weights * tf.cast(tf.equal(pred, labels), tf.float32))
+        return tf.reduce_sum(per), correct, tf.reduce_sum(weights), pred, labels, weights
+
+    def _eval_step(self, features, labels, weights):
+        loss_sum, correct, n, pred, y, w = self.strategy.run(self._eval_replica, args=(features, labels, weights))
+        sums = [self.strategy.reduce(SUM, t, axis=None) for t in (loss_sum, correct, n)]
+        return sums, [self.strategy.gather(t, axis=0) for t in (pred, y, w)]
+
+    # ---- epochs
+
+    def distribute(self, ds: tf.data.Dataset):
+        return self.strategy.experimental_distribute_dataset(ds)
+
+    def train_epoch(self, dist_ds, steps: int | None, callbacks=None, log_every: int = 1) -> dict:
+        """One pass over ``dist_ds``; returns loss, accuracy, epoch_seconds, examples_per_second."""
+        bar = keras.utils.Progbar(steps, verbose=self.verbose, stateful_metrics=["loss", "accuracy"]) \
+            if self.verbose else None
+        totals = np.zeros(3)
+        start = time.perf_counter()
+        step = 0
+        for step, (features, labels, weights) in enumerate(dist_ds, start=1):
+            if callbacks is not None:
+                callbacks.on_train_batch_begin(step - 1)
+            values = self.train_step(features, labels, weights)
+            totals += [float(v) for v in values]
+            logs = {"loss": totals[0] / max(totals[2], 1), "accuracy": totals[1] / max(totals[2], 1)}
+            if bar is not None and (step % log_every == 0 or step == steps):
+                bar.update(step, list(logs.items()), finalize=False)
+            if callbacks is not None:
+                callbacks.on_train_batch_end(step - 1, logs)
+        seconds = time.perf_counter() - start
+        if totals[2] == 0:
+            raise RuntimeError("the training split gave no full batch; lower data.batch_size or check the split")
+        self._bar = bar
+        self._bar_step = step
+        return {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2]),
+                "epoch_seconds": seconds, "examples_per_second": float(totals[2] / seconds)}
+
+    def evaluate(self, dist_ds, collect: bool = False) -> dict:
+        """Mean loss and accuracy over ``dist_ds`` (padding excluded); with ``collect``, also the
+        predictions and labels of every example, in order (``predictions``, ``labels`` arrays)."""
+        totals = np.zeros(3)
+        preds, labels_out = [], []
+        for features, labels, weights in dist_ds:
+            sums, (pred, y, w) = self.eval_step(features, labels, weights)
+            totals += [float(v) for v in sums]
+            if collect:
+                keep = np.asarray(w) > 0
+                preds.append(np.asarray(pred)[keep])
+                labels_out.append(np.asarray(y)[keep])
+        if totals[2] == 0:
+            raise RuntimeError("the evaluation split is empty")
+        out = {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2]), "examples": int(totals[2])}
+        if collect:
+            out["predictions"] = np.concatenate(preds)
+            out["labels"] = np.concatenate(labels_out)
+        return out
+
+    def fit(self, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None, *, epochs: int,
+            initial_epoch: int = 0, train_steps: int | None = None, callbacks=(), log_every: int = 1,
+            learning_rate_fn=None) -> list[dict]:
+        """Train from ``initial_epoch`` to ``epochs``; returns the logs of the epochs run here.
+
+        ``train_ds`` and ``val_ds`` come from `prepare`. Callbacks are Keras callbacks; a callback
+        that sets ``model.stop_training`` (e.g. EarlyStopping) ends training after that epoch.
+        """
+        cbs = keras.callbacks.CallbackList(list(callbacks), model=self.model, add_history=False,
+                                           add_progbar=False, epochs=epochs, steps=train_steps)
+        dist_train = self.distribute(train_ds)
+        dist_val = self.distribute(val_ds) if val_ds is not None else None
+        self.model.stop_training = False
+        cbs.on_train_begin()
+        history = []
+        for epoch in range(initial_epoch, epochs):
+            if self.verbose:
+                print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+            cbs.on_epoch_begin(epoch)
+            lr = float(learning_rate_fn()) if learning_rate_fn else float(
+                keras.ops.convert_to_numpy(self.optimizer.learning_rate))
+            logs = self.train_epoch(dist_train, train_steps, cbs, log_every)
+            logs["lr"] = lr
+            if dist_val is not None:
+                val = self.evaluate(dist_val)
+                logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+            if self._bar is not None:
+                shown = [(k, logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs]
+                self._bar.update(self._bar_step, shown, finalize=True)
+            cbs.on_epoch_end(epoch, logs)
+            history.append(logs)
+            if self.model.stop_training:
+                break
+        cbs.on_train_end(history[-1] if history else {})
+        return history
+
+
+def steps_for(examples: int, batch_size: int, training: bool, cap: int | None = None) -> int:
+    """Batches per pass: full batches only when training, all examples when evaluating."""
+    steps = examples // batch_size if training else math.ceil(examples / batch_size)
+    return min(steps, cap) if cap else steps
