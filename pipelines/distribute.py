@@ -33,16 +33,8 @@ class Task:
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The strategy for ``train.strategy`` (see the module docstring)."""
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        if len(gpus) >= 2:
-            return tf.distribute.MirroredStrategy([d.name for d in gpus])
-        return tf.distribute.get_strategy()
-    if name == "one_device":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        devices = gpus or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    # MultiWorkerMirroredStrategy configures the collective ops, which TensorFlow allows only before
+    # its runtime starts: it comes first, before anything lists logical devices.
     if name == "multi_worker":
         raw = os.environ.get("TF_CONFIG")
         if not raw:
@@ -55,7 +47,21 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
             json.loads(raw)
         except json.JSONDecodeError as e:
             raise StrategyError(f"TF_CONFIG is not valid JSON ({e}): {raw!r}") from None
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        except RuntimeError as e:
+            raise StrategyError(f"cannot start MultiWorkerMirroredStrategy ({e}): create it before any other "
+                                "TensorFlow work in the process (pipelines.train does)") from None
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        if len(gpus) >= 2:
+            return tf.distribute.MirroredStrategy([d.name for d in gpus])
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = gpus or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
     raise StrategyError(f"unknown strategy {name!r}; choose auto, one_device, mirrored or multi_worker")
 
 

@@ -1,6 +1,6 @@
 """Runs the training loop once under one strategy and saves the weights (used by test_distributed.py).
 
-    python distributed_worker.py MODE OUT.npz [--init INIT.npz] [--normalization] [--no-xla]
+    python distributed_worker.py MODE OUT.npz [--init INIT.npz] [--normalization] [--no-xla] [--optimizer sgd]
 
 MODE: ``single`` (default strategy), ``mirrored`` (2 logical CPU devices), ``worker``
 (MultiWorkerMirroredStrategy from TF_CONFIG), or ``both`` (single, then mirrored from the same
@@ -23,11 +23,11 @@ STEPS = 4
 EPOCHS = 2
 
 
-def run(strategy, init, normalization, xla):
+def run(strategy, init, normalization, xla, optimizer="adam"):
     from pipelines import loop
     from training_helpers import build, tiny_dataset
 
-    model, optimizer = build(strategy, normalization, init)
+    model, optimizer = build(strategy, normalization, init, optimizer=optimizer)
     init = model.get_weights()
     trainer = loop.Trainer(model, optimizer, strategy, xla=xla, verbose=0)
     ds = loop.prepare(tiny_dataset(BATCH), batch_size=BATCH, training=True, strategy=strategy)
@@ -48,6 +48,7 @@ def main():
     p.add_argument("--init")
     p.add_argument("--normalization", action="store_true")
     p.add_argument("--no-xla", action="store_true")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     args = p.parse_args()
     import tensorflow as tf
 
@@ -68,7 +69,7 @@ def main():
     for mode in modes:
         strategy = make_strategy({"single": "one_device", "mirrored": "mirrored", "worker": "multi_worker"}[mode])
         # Every mode starts from the first mode's initial weights (or --init).
-        model, trainer, history, spread, init = run(strategy, init, args.normalization, not args.no_xla)
+        model, trainer, history, spread, init = run(strategy, init, args.normalization, not args.no_xla, args.optimizer)
         for i, w in enumerate(model.get_weights()):
             out[f"{mode}/{i:03d}"] = w
         if mode == modes[0]:

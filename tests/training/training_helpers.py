@@ -35,7 +35,7 @@ def tiny_dataset(batch_size: int, examples: int = 64, points: int = 12, seed: in
     return tf.data.Dataset.from_tensor_slices(({"points": x, "mask": mask}, y)).batch(batch_size)
 
 
-def build(strategy, normalization: bool = False, init=None, learning_rate: float = 1e-2):
+def build(strategy, normalization: bool = False, init=None, learning_rate: float = 1e-2, optimizer: str = "adam"):
     """Model and built optimizer in the strategy's scope, optionally from given initial weights."""
     import keras
 
@@ -45,6 +45,7 @@ def build(strategy, normalization: bool = False, init=None, learning_rate: float
         model = build_classifier(tiny_model_config(normalization))
         if init is not None:
             model.set_weights(init)
-        optimizer = keras.optimizers.Adam(learning_rate)
+        optimizer = (keras.optimizers.Adam(learning_rate) if optimizer == "adam"
+                     else keras.optimizers.SGD(learning_rate, momentum=0.9))
         optimizer.build(model.trainable_variables)
     return model, optimizer
