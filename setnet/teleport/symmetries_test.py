@@ -169,3 +169,24 @@ def test_quadratic_layers_as_producer_and_consumer(kind):
     before = _outputs(model, x)
     _random_element(model, np.random.default_rng(kind.__len__()))
     _close(before, _outputs(model, x))
+
+
+def test_quadratic_consumer_weights_scale_by_e_to_minus_ta_plus_tb():
+    # linear (relu) → quadratic: the quadratic kernel Q[o, a, b, u] meets x_a x_b, so scaling the
+    # producer's channels by e^t must divide it by e^{t_a + t_b}; dividing by e^{t_a} alone (the law
+    # of a linear consumer) is not a symmetry.
+    model = set_model([("linear", 4, "relu", "sum", "inside"), ("quadratic", 3, "relu", "mean", "inside")],
+                      head=[], seed=11)
+    (sym,) = [s for s in find_symmetries(model).symmetries if s.producer == "block0"]
+    x, _ = set_batch(5, 6, seed=4)
+    before = _outputs(model, x)
+    (q,) = [v for v in model.trainable_variables if v.path == "block1/quadratic_kernel"]
+    q0 = q.numpy().astype(np.float64)
+    t = np.array([0.7, -0.4, 0.2, -1.1])
+    scale_channels(model, sym, t)
+    expected = q0 * np.exp(-(t[None, :, None, None] + t[None, None, :, None]))
+    np.testing.assert_allclose(q.numpy(), expected, rtol=1e-6)
+    _close(before, _outputs(model, x))
+    # Negative control: the linear law on the quadratic kernel changes the outputs.
+    q.assign((q0 * np.exp(-t[None, :, None, None])).astype("float32"))
+    assert np.abs(_outputs(model, x) - before).max() > 1e-3

@@ -158,3 +158,50 @@ def test_bad_arguments_get_clear_errors():
         teleport(model, x, y)
     with pytest.raises(ValueError, match="optimizer_state"):
         teleport(model, x, y, make_loss(), optimizer_state="reset")
+
+
+def test_gl_uses_the_exact_inverse_not_the_first_order_stand_in():
+    # The papers' code moves producer columns by U(I + T) and consumer rows by (I - T)U, treating
+    # I - T as the inverse of I + T. That changes the function by O(|T|^2); exp(T) with its exact
+    # inverse (mix_channels, and what teleport applies) does not.
+    import scipy.linalg
+
+    from setnet.teleport.symmetries import _assign, _weights64, matrix_roles
+
+    model = set_model(BLOCKS, head=[5], seed=8)
+    (sym,) = [s for s in find_symmetries(model).symmetries if "gl" in s.groups]
+    others = [set_batch(8, 5 + k, seed=20 + k) for k in range(2)]
+    before = [_loss_and_grad_norm(model, xo, yo)[0] for xo, yo in others]
+    start = [v.numpy().copy() for v in model.trainable_variables]
+    t = np.random.default_rng(0).normal(0, 0.3, (sym.width, sym.width))
+    eye = np.eye(sym.width)
+    _assign(model, sym, matrix_roles(_weights64(model), sym, eye + t, (eye - t).T, np))
+    stand_in = [_loss_and_grad_norm(model, xo, yo)[0] for xo, yo in others]
+    assert max(abs(a - b) / abs(b) for a, b in zip(stand_in, before)) > 1e-3
+    for v, w in zip(model.trainable_variables, start):
+        v.assign(w)
+    from setnet.teleport import mix_channels
+
+    mix_channels(model, sym, scipy.linalg.expm(t))
+    exact = [_loss_and_grad_norm(model, xo, yo)[0] for xo, yo in others]
+    for a, b in zip(exact, before):
+        assert abs(a - b) <= 1e-5 * abs(b)
+
+
+@pytest.mark.parametrize("kind", ["adagrad", "sgd-momentum"])
+def test_optimizer_state_of_adagrad_and_sgd_momentum(kind):
+    # AdaGrad's accumulator is a sum of squared gradients: under scaling it maps exactly like g².
+    # SGD's momentum is a sum of gradients: it maps like g. Checked against the gradients at the
+    # teleported point, as for Adam above.
+    keras.utils.set_random_seed(3)
+    model, x, y = _moment_model()
+    optimizer = keras.optimizers.Adagrad() if kind == "adagrad" else keras.optimizers.SGD(momentum=0.9)
+    optimizer.build(model.trainable_variables)
+    slots, law = (optimizer._accumulators, 2) if kind == "adagrad" else (optimizer.momentums, 1)
+    for s, g in zip(slots, _gradients(model, x, y)):
+        s.assign(g * g if law == 2 else g)
+    result = teleport(model, x, y, make_loss(), steps=5, group="scaling", optimizer=optimizer)
+    assert result["optimizer_state"] == "transform" and result["accepted_steps"] > 0
+    assert result["max_abs_log_scale"] > 0.01
+    for s, g in zip(slots, _gradients(model, x, y)):
+        np.testing.assert_allclose(s.numpy(), g * g if law == 2 else g, rtol=4e-3, atol=1e-7)
