@@ -1,0 +1,256 @@
+"""Compare the runs of an experiment, read through MLflow: ``make compare [EXPERIMENT=name]``.
+
+    python -m pipelines.compare                          # the experiment with the latest run
+    python -m pipelines.compare --experiment setnet-modelnet40 --params train.label_smoothing
+    python -m pipelines.compare --ui                     # `make mlflow-ui`: the MLflow UI on the same store
+
+Prints one row per run (model, key params, best validation accuracy, test
+accuracy, minutes, examples/s) and writes a comparison PNG (validation accuracy
+per epoch of every run; test accuracy against training throughput). The store
+is the one training logs to: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``,
+else the embedded ``sqlite:///<runs_dir>/mlflow.db``. See docs/tracking.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import sys
+from typing import Callable, Sequence
+
+from pipelines.tracking import local_artifact_root, resolve_tracking_uri
+
+DEFAULT_RUNS_DIR = "runs"  # the config's default runs_dir (pipelines/config.py)
+
+
+class CompareError(Exception):
+    """What was wrong (no store, no such experiment, no runs) and what to do instead."""
+
+
+# Columns of the table: (header, row key, format). Rows are plain dicts, so `compare()` returns
+# the same figures the table shows.
+COLUMNS = (
+    ("run", "run", "{}"),
+    ("model", "model", "{}"),
+    ("data", "data", "{}"),
+    ("points", "num_points", "{}"),
+    ("batch", "batch_size", "{}"),
+    ("lr", "learning_rate", "{}"),
+    ("epochs", "epochs", "{}"),
+    ("params", "parameters", "{:,}"),
+    ("best val acc", "best_val_accuracy", "{:.4f}"),
+    ("test acc", "test_accuracy", "{:.4f}"),
+    ("train min", "train_minutes", "{:.2f}"),
+    ("wall min", "wall_minutes", "{:.2f}"),
+    ("examples/s", "examples_per_second", "{:.0f}"),
+    ("status", "status", "{}"),
+)
+
+
+def store_uri(tracking_uri: str | None = None, runs_dir: str | pathlib.Path = DEFAULT_RUNS_DIR) -> str:
+    """The tracking URI training uses; for the embedded store, check that it exists (reading a
+    missing SQLite file would silently create an empty store)."""
+    uri = resolve_tracking_uri(tracking_uri, runs_dir)
+    if uri.startswith("sqlite:///"):
+        db = pathlib.Path(uri[len("sqlite:///"):])
+        if not db.exists():
+            raise CompareError(f"no MLflow store at {db}: train first (`make train`), pass --runs-dir to the "
+                               f"runs_dir of your config, or point --tracking-uri / $MLFLOW_TRACKING_URI at "
+                               f"your tracking server")
+    return uri
+
+
+def model_label(params: dict) -> str:
+    """'setnet l64-q128' (block kinds and widths) or 'pointnet', from a run's flattened config."""
+    kind = params.get("model.type", "?")
+    if kind != "setnet":
+        return kind
+    blocks, i = [], 0
+    while f"model.blocks.{i}.kind" in params:
+        blocks.append(f"{params[f'model.blocks.{i}.kind'][0]}{params.get(f'model.blocks.{i}.units', '?')}")
+        i += 1
+    return f"setnet {'-'.join(blocks)}" if blocks else "setnet"
+
+
+def _experiment(client, name: str | None):
+    from mlflow.entities import ViewType
+
+    experiments = client.search_experiments(view_type=ViewType.ACTIVE_ONLY)
+    if name is None:
+        latest = client.search_runs([e.experiment_id for e in experiments], max_results=1,
+                                    order_by=["attributes.start_time DESC"]) if experiments else []
+        if not latest:
+            raise CompareError("the tracking store has no runs yet: train first (`make train`)")
+        return client.get_experiment(latest[0].info.experiment_id), experiments
+    for exp in experiments:
+        if exp.name == name:
+            return exp, experiments
+    names = sorted(e.name for e in experiments if e.name != "Default") or ["(none)"]
+    raise CompareError(f"experiment {name!r} does not exist in this tracking store; experiments there: "
+                       f"{', '.join(names)} (pass one with EXPERIMENT=... or --experiment)")
+
+
+def _number(params: dict, key: str, cast=float):
+    try:
+        return cast(params[key])
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def collect(client, experiment, extra_params: Sequence[str] = ()) -> tuple[list[dict], dict[str, list[float]]]:
+    """(rows, validation-accuracy curves by run name) of the experiment's active runs."""
+    runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+    rows, curves = [], {}
+    for run in runs:
+        rid, params, metrics = run.info.run_id, run.data.params, run.data.metrics
+
+        def history(key):
+            return [m.value for m in sorted(client.get_metric_history(rid, key), key=lambda m: m.step)]
+
+        val_acc = history("val_accuracy")
+        speed = history("examples_per_second")
+        seconds = history("epoch_seconds")
+        name = run.info.run_name or rid[:8]
+        wall = metrics.get("wall_minutes")
+        if wall is None and run.info.end_time:
+            wall = (run.info.end_time - run.info.start_time) / 60000
+        row = {
+            "run": name, "run_id": rid, "model": model_label(params), "data": params.get("data.name"),
+            "num_points": _number(params, "data.num_points", int), "batch_size": _number(params, "data.batch_size", int),
+            "learning_rate": _number(params, "train.learning_rate"), "epochs": len(history("loss")),
+            "parameters": _number(params, "model.parameters", int),
+            "best_val_accuracy": metrics.get("best_val_accuracy", max(val_acc) if val_acc else None),
+            "test_accuracy": metrics.get("test_accuracy"),
+            # Training time (the epochs themselves) and the whole job; a resumed run's wall time
+            # counts its last process only.
+            "train_minutes": sum(seconds) / 60 if seconds else None, "wall_minutes": wall,
+            # The median epoch: the first one also pays for compilation.
+            "examples_per_second": statistics.median(speed) if speed else None,
+            "status": run.info.status,
+        }
+        for key in extra_params:
+            row[key] = params.get(key)
+        rows.append(row)
+        curves[name] = val_acc
+    # Best first; runs without a test accuracy (unfinished) last.
+    rows.sort(key=lambda r: (r["test_accuracy"] is None, -(r["test_accuracy"] or 0), -(r["best_val_accuracy"] or 0)))
+    return rows, curves
+
+
+def format_table(rows: Sequence[dict], extra_params: Sequence[str] = ()) -> str:
+    columns = list(COLUMNS[:-6]) + [(k, k, "{}") for k in extra_params] + list(COLUMNS[-6:])
+    cells = [[h for h, _, _ in columns]]
+    for row in rows:
+        cells.append(["-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def compare(experiment: str | None = None, *, tracking_uri: str | None = None,
+            runs_dir: str | pathlib.Path = DEFAULT_RUNS_DIR, out: str | pathlib.Path | None = None,
+            extra_params: Sequence[str] = (), printer: Callable[[str], None] = print) -> dict:
+    """Print the comparison table of an experiment and write its PNG.
+
+    Args:
+        experiment: experiment name; None picks the experiment with the most recent run.
+        tracking_uri: the store (None: $MLFLOW_TRACKING_URI, else the embedded store of ``runs_dir``).
+        runs_dir: the runs folder of the configs (the embedded store and the default PNG live there).
+        out: the PNG path (default ``<runs_dir>/<experiment>/comparison.png``).
+        extra_params: more config keys to show as columns (e.g. ``train.label_smoothing``).
+
+    Returns:
+        dict with ``experiment``, ``tracking_uri``, ``rows`` (one dict per run, the table's figures),
+        ``table`` (the text) and ``png`` (path).
+
+    Raises:
+        CompareError: no store, no such experiment (the message lists those that exist), no runs, or
+            the store cannot be reached.
+
+    Example::
+
+        result = compare("setnet-default")
+        best = result["rows"][0]["run"]
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from pipelines import plots
+
+    uri = store_uri(tracking_uri, runs_dir)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        exp, _ = _experiment(client, experiment)
+        rows, curves = collect(client, exp, extra_params)
+    except MlflowException as e:
+        raise CompareError(f"cannot read the tracking store at {uri}: {str(e).splitlines()[0][:300]}") from None
+    if not rows:
+        raise CompareError(f"experiment {exp.name!r} at {uri} has no runs (deleted runs are not shown)")
+    table = format_table(rows, extra_params)
+    png = pathlib.Path(out) if out else pathlib.Path(runs_dir) / exp.name / "comparison.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    plots.comparison(rows, curves, png, title=f"{exp.name}: {len(rows)} run(s)")
+    chosen = "" if experiment else " (the experiment with the latest run; pick another with EXPERIMENT=...)"
+    printer(f"experiment {exp.name!r}{chosen} at {uri}: {len(rows)} run(s)\n{table}\ncomparison plot: {png}")
+    return {"experiment": exp.name, "tracking_uri": uri, "rows": rows, "table": table, "png": png}
+
+
+# --------------------------------------------------------------------------- the UI
+
+
+def server_env() -> dict:
+    # Job execution (MLflow 3's background job runner, huey) is for GenAI evaluation jobs; off, the
+    # server is one light process.
+    return {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def server_command(uri: str, runs_dir: str | pathlib.Path, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """``mlflow server`` (UI and REST API, one worker) on a database store; artifacts of runs logged
+    through it go to ``<runs_dir>/mlartifacts``, next to those of the embedded store."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        raise CompareError(f"the tracking store is the server at {uri}: it already serves the MLflow UI, "
+                           f"open it in a browser")
+    artifacts = local_artifact_root(uri, runs_dir) or (pathlib.Path(runs_dir).resolve() / "mlartifacts").as_uri()
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+            "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1"]
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pipelines.compare", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", "-e", default=None, help="experiment name (default: the one with the latest run)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
+                                                        "else sqlite:///<runs-dir>/mlflow.db)")
+    p.add_argument("--runs-dir", default=DEFAULT_RUNS_DIR, help="the configs' runs_dir (default: %(default)s)")
+    p.add_argument("--out", default=None, help="comparison PNG (default: <runs-dir>/<experiment>/comparison.png)")
+    p.add_argument("--params", nargs="+", default=[], metavar="KEY", help="more config keys to show as columns")
+    p.add_argument("--ui", action="store_true", help="serve the MLflow UI on the store instead (make mlflow-ui)")
+    p.add_argument("--host", default="127.0.0.1", help="UI host (default: %(default)s)")
+    p.add_argument("--port", type=int, default=5000, help="UI port (default: %(default)s)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.ui:
+            uri = store_uri(args.tracking_uri, args.runs_dir)
+            command = server_command(uri, args.runs_dir, args.host, args.port)
+            print(f"MLflow UI on http://{args.host}:{args.port} for {uri} (Ctrl-C stops it)", flush=True)
+            os.execve(command[0], command, server_env())
+        compare(args.experiment, tracking_uri=args.tracking_uri, runs_dir=args.runs_dir, out=args.out,
+                extra_params=args.params)
+    except CompareError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

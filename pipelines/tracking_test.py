@@ -1,0 +1,100 @@
+"""Tracker without TensorFlow: the embedded SQLite store, an unreachable server, refused records.
+
+The end-to-end checks (training against a real `mlflow server`, killing it mid-run, `--sync`,
+`make compare`) are in tests/training/test_mlflow.py.
+"""
+
+import json
+import socket
+
+import pytest
+
+from pipelines import tracking
+from pipelines.tracking import PENDING_FILE, STATE_FILE, Tracker, local_artifact_root, resolve_tracking_uri
+
+
+def _closed_port() -> int:
+    # Bound and released: nothing listens there, so a connection is refused at once.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tracking_uri_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert resolve_tracking_uri(None, tmp_path / "runs") == f"sqlite:///{(tmp_path / 'runs').resolve()}/mlflow.db"
+    assert local_artifact_root(resolve_tracking_uri(None, tmp_path), tmp_path) == (tmp_path / "mlartifacts").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert resolve_tracking_uri(None, tmp_path) == "http://127.0.0.1:5999"
+    assert local_artifact_root("http://127.0.0.1:5999", tmp_path) is None  # the server decides
+    assert resolve_tracking_uri("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
+
+
+def test_embedded_store_roundtrip_and_resume(tmp_path):
+    from mlflow import MlflowClient
+
+    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "exp" / "r1"
+    run_dir.mkdir(parents=True)
+    uri = resolve_tracking_uri(None, runs)
+    notes = []
+    t = Tracker(uri, "exp", "r1", run_dir, artifact_root=local_artifact_root(uri, runs), printer=notes.append)
+    t.log_params({"train.epochs": 2, "export.root": "a"})
+    t.set_tags({"dataset.name": "digits"})
+    t.log_metrics({"loss": 1.5, "accuracy": 0.25}, step=1)
+    (run_dir / "config.yaml").write_text("train: {epochs: 2}\n")
+    t.log_artifact(run_dir / "config.yaml", "config")
+    assert t.flush() and not (run_dir / PENDING_FILE).exists()
+    run_id = json.loads((run_dir / STATE_FILE).read_text())["run_id"]
+    assert t.finish("FAILED")  # an interrupted training
+
+    # The same folder again (a resume): the same MLflow run, running again; a param whose value
+    # changed is kept as a tag instead of blocking the queue; missing epochs are re-sent.
+    t2 = Tracker(uri, "exp", "r1", run_dir, printer=notes.append)
+    assert t2.run_id == run_id
+    t2.log_params({"train.epochs": 2, "export.root": "b"})
+    t2.reconcile([{"loss": 1.5, "accuracy": 0.25}, {"loss": 1.0, "accuracy": 0.5}])
+    assert t2.flush()
+    client = MlflowClient(uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING"
+    assert run.data.params["export.root"] == "a" and run.data.tags["resumed.export.root"] == "b"
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss")] == [(1, 1.5), (2, 1.0)]
+    assert any("re-sending 1 epoch" in n for n in notes) and any("export.root" in n for n in notes)
+    t2.log_metrics({"test_accuracy": 0.5}, step=2)
+    assert t2.finish()
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["test_accuracy"] == 0.5
+    assert [f.path for f in client.list_artifacts(run_id, "config")] == ["config/config.yaml"]
+    assert run.info.artifact_uri.startswith((runs / "mlartifacts").resolve().as_uri())
+
+
+def test_unreachable_store_keeps_every_record_on_disk(tmp_path):
+    uri = f"http://127.0.0.1:{_closed_port()}"
+    notes = []
+    t = Tracker(uri, "exp", "r1", tmp_path, printer=notes.append)
+    t.log_params({"a": 1})
+    t.log_metrics({"loss": 2.0}, step=1)
+    assert not t.flush()
+    t.log_metrics({"loss": 1.0}, step=2)
+    assert not t.flush()
+    assert not t.finish()
+    # One notice when the store goes away, one at the end telling how to send the rest later.
+    assert sum("cannot reach the tracking store" in n for n in notes) == 1
+    assert "--sync" in notes[-1] and str(tmp_path) in notes[-1]
+    pending = json.loads((tmp_path / PENDING_FILE).read_text())
+    assert pending["tracking_uri"] == uri
+    assert [r["op"] for r in pending["records"]] == ["params", "metrics", "metrics", "terminate"]
+    assert [r["step"] for r in pending["records"] if r["op"] == "metrics"] == [1, 2]
+    # A new process (e.g. --sync) picks the queue up from disk; the store is still away.
+    assert len(Tracker(uri, "exp", "r1", tmp_path, printer=notes.append).queue) == 4
+    assert not tracking.sync(tmp_path, printer=notes.append)
+    assert (tmp_path / PENDING_FILE).exists() and "still unreachable" in notes[-1]
+
+
+def test_sync_of_an_untracked_or_missing_folder(tmp_path):
+    notes = []
+    assert tracking.sync(tmp_path, printer=notes.append) and "nothing to send" in notes[-1]
+    assert not tracking.sync(tmp_path / "nope", printer=notes.append) and "no such run folder" in notes[-1]
+    (tmp_path / PENDING_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        tracking.sync(tmp_path, printer=notes.append)
