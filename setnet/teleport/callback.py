@@ -6,6 +6,7 @@ import difflib
 from typing import Any, Mapping
 
 import keras
+import tensorflow as tf
 
 from setnet.teleport.symmetries import find_symmetries
 from setnet.teleport.teleport import GROUPS, OPTIMIZER_STATE_POLICIES, _select, teleport
@@ -20,6 +21,7 @@ CONFIG_DEFAULTS: dict[str, Any] = {
     "ascent_steps": 10,        # gradient-ascent steps per teleport
     "learning_rate": 0.1,      # ascent step size on log ‖∇L‖²
     "max_grad_norm": None,     # cap on ‖∇L‖ after a teleport (null: none)
+    "max_grad_growth": None,   # cap on ‖∇L‖ after / before (null: none; 8 in make bench-teleport)
     "optimizer_state": "transform",  # transform | keep
 }
 
@@ -36,6 +38,10 @@ class TeleportCallback(keras.callbacks.Callback):
     Under ``tf.distribute`` the callback runs in cross-replica context: the
     teleport is computed once from the (mirrored) variables and assigned to all
     replicas. `data` must be a plain (not distributed) dataset or an (x, y) pair.
+    Under ``MultiWorkerMirroredStrategy`` every worker teleports on its own copy of
+    the data, which need not match across workers (unseeded augmentation), so the
+    weights and optimizer slots are then broadcast from replica 0 (one all-reduce
+    per teleport): the workers' replicas never drift apart.
 
     Args:
         data: an ``(x, y)`` batch, or an iterable of such batches (e.g. a
@@ -49,6 +55,7 @@ class TeleportCallback(keras.callbacks.Callback):
         ascent_steps: gradient-ascent steps per teleport.
         learning_rate: ascent step size.
         max_grad_norm: optional cap on the gradient norm after a teleport.
+        max_grad_growth: optional cap on the factor by which a teleport may grow it.
         loss: loss to teleport on (default: the model's compiled loss). A custom loop that
             does not compile the model passes its per-example loss here.
         optimizer_state: "transform" or "keep" (see `teleport`).
@@ -69,8 +76,8 @@ class TeleportCallback(keras.callbacks.Callback):
     """
 
     def __init__(self, data, epochs=(0,), steps=(), max_teleports=None, group="scaling", ascent_steps=10,
-                 learning_rate=0.1, max_grad_norm=None, loss=None, optimizer_state="transform", optimizer=None,
-                 verbose=0):
+                 learning_rate=0.1, max_grad_norm=None, max_grad_growth=None, loss=None, optimizer_state="transform",
+                 optimizer=None, verbose=0):
         super().__init__()
         if group not in GROUPS:
             raise ValueError(f"TeleportCallback: group must be one of {', '.join(GROUPS)}; got {group!r}")
@@ -92,7 +99,8 @@ class TeleportCallback(keras.callbacks.Callback):
         self.steps = sorted(set(steps))
         self.max_teleports = max_teleports
         self.kwargs = dict(group=group, steps=ascent_steps, learning_rate=learning_rate,
-                           max_grad_norm=max_grad_norm, loss=loss, optimizer_state=optimizer_state)
+                           max_grad_norm=max_grad_norm, max_grad_growth=max_grad_growth, loss=loss,
+                           optimizer_state=optimizer_state)
         self.optimizer = optimizer
         self.verbose = verbose
         self.history: list[dict] = []
@@ -123,6 +131,7 @@ class TeleportCallback(keras.callbacks.Callback):
         return cls(data, epochs=list(cfg["epochs"]), steps=list(cfg["steps"]),
                    max_teleports=cfg["max_teleports"], group=cfg["group"], ascent_steps=cfg["ascent_steps"],
                    learning_rate=cfg["learning_rate"], max_grad_norm=cfg["max_grad_norm"],
+                   max_grad_growth=cfg["max_grad_growth"],
                    optimizer_state=cfg["optimizer_state"], loss=loss, optimizer=optimizer, verbose=verbose)
 
     def on_train_begin(self, logs=None):
@@ -174,6 +183,12 @@ class TeleportCallback(keras.callbacks.Callback):
     def _teleport(self, epoch=None, step=None):
         x, y = self._next_batch()
         result = teleport(self.model, x, y, symmetries=self._symmetries, optimizer=self._optimizer(), **self.kwargs)
+        strategy = tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+                strategy.extended._num_workers > 1:
+            # Called on every worker at the same schedule point, accepted steps or not, so the
+            # collective always has all its participants.
+            broadcast_from_first_replica(strategy, _state_variables(self.model, self._optimizer()))
         global_step = self._global_step()
         result.update(epoch=epoch, step=global_step)
         self.history.append(result)
@@ -182,6 +197,31 @@ class TeleportCallback(keras.callbacks.Callback):
                   f"{result['grad_norm_after']:.4g}, loss {result['loss_before']:.5g} → "
                   f"{result['loss_after']:.5g}, {result['seconds']:.2f} s")
         _log_to_mlflow(result, global_step, len(self.history))
+
+
+def _state_variables(model, optimizer):
+    """The float variables a teleport may change: weights and optimizer slots."""
+    found = list(model.trainable_variables)
+    if optimizer is not None and getattr(optimizer, "built", False):
+        found += [v for v in optimizer.variables if "float" in str(v.dtype) and v is not
+                  getattr(optimizer, "_learning_rate", None) and "learning_rate" not in v.path]
+    return found
+
+
+def broadcast_from_first_replica(strategy, variables):
+    """Sets every replica's copy of `variables` to replica 0's (an all-reduce of value · [id == 0])."""
+    variables = list(variables)
+
+    @tf.function
+    def gather():
+        ctx = tf.distribute.get_replica_context()
+        first = tf.equal(ctx.replica_id_in_sync_group, 0)
+        return [ctx.all_reduce(tf.distribute.ReduceOp.SUM,
+                               tf.where(first, v.value, tf.zeros(v.shape, v.dtype))) for v in variables]
+
+    values = strategy.run(gather)
+    for v, value in zip(variables, values):
+        v.assign(strategy.experimental_local_results(value)[0])
 
 
 def _log_to_mlflow(result, step, count):

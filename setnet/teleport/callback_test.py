@@ -101,6 +101,8 @@ def test_config_section():
     cb = TeleportCallback.from_config_section({"enabled": True, "group": "gl", "epochs": [1, 3],
                                                "max_teleports": 1}, (x, y))
     assert cb.epochs == [1, 3] and cb.max_teleports == 1 and cb.kwargs["group"] == "gl"
+    assert TeleportCallback.from_config_section({"enabled": True, "max_grad_growth": 8.0}, (x, y)).kwargs[
+        "max_grad_growth"] == 8.0
     assert set(CONFIG_DEFAULTS) >= {"enabled", "group", "epochs", "steps", "max_teleports"}
     with pytest.raises(ValueError, match="did you mean 'max_teleports'"):
         TeleportCallback.from_config_section({"enabled": True, "max_teleport": 2}, (x, y))
@@ -175,3 +177,23 @@ def test_in_the_pipelines_training_loop():
     assert any(not np.allclose(a, b) for a, b in zip(start, seen["teleported"]))
     for w, g, w1 in zip(seen["teleported"], seen["grads"], seen["stepped"]):
         np.testing.assert_allclose(w1, w - 0.1 * g, rtol=1e-4, atol=1e-6)
+
+
+def test_broadcast_from_first_replica_keeps_replica_zero():
+    # The multi-worker sync after a teleport, run under a one-replica MirroredStrategy: it must leave
+    # replica 0's values (weights and Adam slots) exactly as they are.
+    from setnet.teleport.callback import _state_variables, broadcast_from_first_replica
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        model = set_model(BLOCKS, head=[5], seed=9)
+        optimizer = keras.optimizers.Adam(0.01)
+        optimizer.build(model.trainable_variables)
+    for m in optimizer._momentums:
+        m.assign(tf.random.normal(m.shape))
+    variables = _state_variables(model, optimizer)
+    assert len(variables) == 3 * len(model.trainable_variables)  # weights, m, v
+    before = [v.numpy().copy() for v in variables]
+    broadcast_from_first_replica(strategy, variables)
+    for v, b in zip(variables, before):
+        np.testing.assert_array_equal(v.numpy(), b)
