@@ -61,11 +61,12 @@ bench-layers: $(STAMP)  ## equivariant layers: fwd+bwd time and peak memory vs T
 	$(PY) -m setnet.layers.bench $(ARGS)
 
 .PHONY: serve serve-docker bench-serve
+EXPORTS    ?= exports
 EXPORT     ?= setnet-default
 SERVE_PORT ?= 8501
-serve: $(STAMP)  ## embedded TF-Serving-compatible server on exports/$(EXPORT) as model "setnet" (docs/serving.md)
-	@ls exports/$(EXPORT)/[0-9]*/saved_model.pb >/dev/null 2>&1 || { echo "error: no exported model under exports/$(EXPORT)/<version>/; run 'make train' first, or pick another folder under exports/ with EXPORT=<name>"; exit 1; }
-	$(PY) -m serving.server --model-config-file serving/models.config --model-base-path exports/$(EXPORT) --port $(SERVE_PORT) $(ARGS)
+serve: $(STAMP)  ## embedded TF-Serving-compatible server on $(EXPORTS)/$(EXPORT) as model "setnet" (docs/serving.md)
+	@ls $(EXPORTS)/$(EXPORT)/[0-9]*/saved_model.pb >/dev/null 2>&1 || { echo "error: no exported model under $(EXPORTS)/$(EXPORT)/<version>/; run 'make train' first, or pick another folder under $(EXPORTS)/ with EXPORT=<name>"; exit 1; }
+	$(PY) -m serving.server --model-config-file serving/models.config --model-base-path $(EXPORTS)/$(EXPORT) --port $(SERVE_PORT) $(ARGS)
 
 serve-docker:  ## tensorflow/serving on exports/$(EXPORT) with serving/models.config (docker-compose.yml; REST 8501, gRPC 8500)
 	@ls exports/$(EXPORT)/[0-9]*/saved_model.pb >/dev/null 2>&1 || { echo "error: no exported model under exports/$(EXPORT)/<version>/; run 'make train' first, or pick another folder under exports/ with EXPORT=<name>"; exit 1; }

@@ -1,7 +1,7 @@
 """REST client for TF Serving (and the embedded server): point-cloud files in, classes out.
 
     python -m serving.client predict --url http://127.0.0.1:8501 --model setnet chair.off cloud.npy
-    python -m serving.client status --url http://127.0.0.1:8501 --model setnet
+    python -m serving.client status                 # defaults: http://127.0.0.1:8501, setnet
     python -m serving.client metadata --url http://127.0.0.1:8501 --model setnet --version 2
 
 In Python:
@@ -453,7 +453,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(sp):
         sp.add_argument("--url", default="http://127.0.0.1:8501", help="server root URL")
-        sp.add_argument("--model", required=True, help="model name")
+        sp.add_argument("--model", default="setnet",
+                        help="model name (default: setnet, the name make serve and "
+                             "make serve-docker serve)")
         pin = sp.add_mutually_exclusive_group()
         pin.add_argument("--version", type=int, help="pin a version")
         pin.add_argument("--label", help="pin a version label")
