@@ -75,3 +75,10 @@ serve-docker:  ## tensorflow/serving on exports/$(EXPORT) with serving/models.co
 
 bench-serve: $(STAMP)  ## REST (embedded server) vs in-process SavedModel: req/s, p50, p99 at batch 1 and 32 (ARGS="--clients 16 --duration 30")
 	$(PY) -m serving.bench_serve $(ARGS)
+
+.PHONY: bench-train bench-accuracy
+bench-train: $(STAMP)  ## training clouds/s at 1024 points: linear & quadratic setnet vs PointNet, XLA on/off (docs/training.md)
+	$(PY) -m pipelines.bench_train $(ARGS)
+
+bench-accuracy: $(STAMP)  ## test accuracy, minutes and hardware: default config, digits, ModelNet40 where present (long)
+	$(PY) -m pipelines.bench_accuracy $(ARGS)

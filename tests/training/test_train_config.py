@@ -144,3 +144,14 @@ def test_flatten_and_dump_round_trip():
 
     assert {**yaml.safe_load(dump(cfg)), "extends": None} == cfg
     del path
+
+
+def test_docs_list_every_key():
+    doc = (CONFIG_DIR.parent / "docs" / "training.md").read_text()
+    leaves = {k for k in flatten(defaults()) if not k.startswith(("model.blocks.", "data.augment."))}
+    missing = [k for k in sorted(leaves) if f"| `{k}` |" not in doc]
+    assert not missing, f"docs/training.md lacks rows for {missing}"
+    from pipelines.config import BLOCK_SCHEMA
+
+    block_keys = {k for fields in BLOCK_SCHEMA.values() for k in fields}
+    assert not [k for k in block_keys if f"| `{k}` |" not in doc]

@@ -1,0 +1,137 @@
+"""Training throughput (clouds/s): linear and quadratic setnet against PointNet, each with and without XLA.
+
+    make bench-train [ARGS="--steps 20 --points 1024 --batch 32"]
+
+Every model trains through the same loop (`pipelines.loop.Trainer`, one device), on the same
+input pipeline (one tf.data pipeline of ModelNet-sized clouds, the same batches for every model)
+and batch. The models are those of configs/modelnet.yaml (linear), configs/modelnet_quadratic.yaml
+(quadratic) and `setnet.models.build_pointnet` (the published PointNet: shared MLP
+64-64-64-128-1024, max pool, 512-256-k head). XLA on compiles the whole step with
+``jit_compile=True``; off runs the same step as a plain TensorFlow graph. Compilation is left out
+of the timing (warm-up steps first). All ratios in the table come from this one run; the figures
+depend on the machine and on whatever else it is running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MODELS = {
+    "setnet linear": "configs/modelnet.yaml",
+    "setnet quadratic": "configs/modelnet_quadratic.yaml",
+    "PointNet": None,
+}
+
+
+def _model_config(path):
+    from pipelines.config import CONFIG_DIR, load_config
+
+    if path is None:
+        return {"type": "pointnet", "head_dropout": 0.3}
+    return load_config(CONFIG_DIR / path.split("/", 1)[1])["model"]
+
+
+def _dataset(points: int, batch: int, classes: int, distinct_batches: int, seed: int = 0):
+    """Clouds of `points` points (noisy spheres, ellipsoids and planes), cached in memory and repeated."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pipelines import loop
+
+    rng = np.random.default_rng(seed)
+    n = batch * distinct_batches
+    labels = rng.integers(0, classes, n)
+    x = rng.normal(size=(n, points, 3)).astype("float32")
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    x *= (1.0 + (labels % 4)[:, None, None] * np.array([0.3, 0.0, -0.2], "float32"))
+    x += rng.normal(scale=0.01, size=x.shape).astype("float32")
+    mask = np.ones((n, points), bool)
+    ds = tf.data.Dataset.from_tensor_slices(({"points": x, "mask": mask}, labels.astype("int64")))
+    ds = ds.batch(batch).cache().repeat()
+    return loop.prepare(ds, batch_size=batch, training=True)
+
+
+def measure(name: str, model_cfg: dict, xla: bool, ds, steps: int, warmup: int, classes: int) -> dict:
+    import keras
+    import tensorflow as tf
+
+    from pipelines import loop
+    from setnet.models import build_classifier
+
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.get_strategy()
+    model = build_classifier(model_cfg, num_classes=classes)
+    optimizer = keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+    trainer = loop.Trainer(model, optimizer, strategy, xla=xla, verbose=0)
+    t0 = time.perf_counter()
+    trainer.train_epoch(ds.take(warmup), warmup)  # traces and (with XLA) compiles
+    compile_s = time.perf_counter() - t0
+    logs = trainer.train_epoch(ds.take(steps), steps)
+    return {"model": name, "xla": xla, "params": model.count_params(), "clouds_per_s": logs["examples_per_second"],
+            "ms_per_step": 1000 * logs["epoch_seconds"] / steps, "warmup_s": compile_s}
+
+
+def table(rows: list[dict], points: int, batch: int) -> str:
+    by = {(r["model"], r["xla"]): r for r in rows}
+    ref = {x: by.get(("PointNet", x)) for x in (False, True)}
+    lines = [f"training throughput, {points} points, batch {batch}, one device: "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+             "| model | params | XLA off clouds/s | XLA on clouds/s | XLA speed-up | vs PointNet (off) | "
+             "vs PointNet (on) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name in dict.fromkeys(r["model"] for r in rows):
+        off, on = by.get((name, False)), by.get((name, True))
+
+        def fmt(r):
+            return f"{r['clouds_per_s']:.1f}" if r else "-"
+
+        def ratio(a, b):
+            return f"{a['clouds_per_s'] / b['clouds_per_s']:.2f}x" if a and b else "-"
+
+        params = (off or on)["params"]
+        lines.append(f"| {name} | {params:,} | {fmt(off)} | {fmt(on)} | {ratio(on, off)} | "
+                     f"{ratio(off, ref[False])} | {ratio(on, ref[True])} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m pipelines.bench_train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--points", type=int, default=1024)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--classes", type=int, default=40)
+    p.add_argument("--steps", type=int, default=20, help="timed training steps per measurement")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, XLA compilation)")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL",
+                   help=f"subset of: {', '.join(repr(m) for m in MODELS)}")
+    p.add_argument("--no-xla-off", action="store_true", help="measure with XLA only")
+    args = p.parse_args(argv)
+
+    ds = _dataset(args.points, args.batch, args.classes, distinct_batches=4)
+    rows = []
+    settings = (True,) if args.no_xla_off else (False, True)
+    total = len(args.models) * len(settings)
+    from tqdm.auto import tqdm
+
+    with tqdm(total=total, desc="bench-train", unit="run", file=sys.stderr) as bar:
+        for name in args.models:
+            for xla in settings:
+                bar.set_postfix_str(f"{name}, XLA {'on' if xla else 'off'}")
+                rows.append(measure(name, _model_config(MODELS[name]), xla, ds, args.steps, args.warmup,
+                                    args.classes))
+                bar.update()
+    print(table(rows, args.points, args.batch))
+    for r in rows:
+        print(f"  {r['model']:<17} XLA {'on ' if r['xla'] else 'off'}: {r['ms_per_step']:8.1f} ms/step, "
+              f"warm-up {r['warmup_s']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
