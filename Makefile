@@ -76,9 +76,22 @@ serve-docker:  ## tensorflow/serving on exports/$(EXPORT) with serving/models.co
 bench-serve: $(STAMP)  ## REST (embedded server) vs in-process SavedModel: req/s, p50, p99 at batch 1 and 32 (ARGS="--clients 16 --duration 30")
 	$(PY) -m serving.bench_serve $(ARGS)
 
+.PHONY: bench-teleport
+bench-teleport: $(STAMP)  ## symmetry teleportation vs plain training, SGD/AdaGrad/Adam x 3 seeds (docs/teleport.md)
+	$(PY) -m setnet.teleport.experiment $(ARGS)
+
 .PHONY: bench-train bench-accuracy
 bench-train: $(STAMP)  ## training clouds/s at 1024 points: linear & quadratic setnet vs PointNet, XLA on/off (docs/training.md)
 	$(PY) -m pipelines.bench_train $(ARGS)
 
 bench-accuracy: $(STAMP)  ## test accuracy, minutes and hardware: default config, digits, ModelNet40 where present (long)
 	$(PY) -m pipelines.bench_accuracy $(ARGS)
+
+.PHONY: compare mlflow-ui
+EXPERIMENT  ?=
+MLFLOW_PORT ?= 5000
+compare: $(STAMP)  ## runs of an experiment read through MLflow: table + PNG; make compare [EXPERIMENT=name] [ARGS="--params KEY"] (docs/tracking.md)
+	$(PY) -m pipelines.compare $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
+
+mlflow-ui: $(STAMP)  ## the MLflow UI on the store training logs to: make mlflow-ui [MLFLOW_PORT=5000] (docs/tracking.md)
+	$(PY) -m pipelines.compare --ui --port $(MLFLOW_PORT) $(ARGS)
