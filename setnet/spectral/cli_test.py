@@ -18,6 +18,9 @@ def test_graph_json(capsys, n, activation):
     assert out["group"] == f"C{n}" and out["activation"] == activation
     assert out["edges"] == [list(e) for e in cyclic_rule(n, activation).edges]
     assert all(0 <= k <= n // 2 and 0 <= j <= n // 2 for k, j in out["edges"])
+    # every frequency 0 .. n/2 is a node: each one reaches the constants (even part of relu and abs)
+    assert {k for k, _ in out["edges"]} == set(range(n // 2 + 1))
+    assert all([k, 0] in out["edges"] for k in range(n // 2 + 1))
 
 
 def test_graph_text_and_predicted(capsys):

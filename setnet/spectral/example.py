@@ -4,7 +4,7 @@
 
 Task. A signal x on C_16 (periodic, 16 samples) has random Fourier
 coefficients at every frequency, each real dimension with the same expected
-energy, so three quarters of the input energy sits at frequencies k >= 4. The
+energy, so 9/16 of the input energy sits at frequencies k >= 4. The
 label is which of the frequencies 1, 2, 3 has the largest amplitude: a
 C_16-invariant function of the low-frequency part only.
 

@@ -1,0 +1,16 @@
+"""The docstring examples of setnet.spectral run and give what they show."""
+
+import doctest
+import importlib
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("name", ["setnet.spectral", "setnet.spectral.isotypic", "setnet.spectral.interaction",
+                                  "setnet.spectral.spectrum", "setnet.spectral.isotypic_filter"])
+def test_docstring_examples(name):
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted >= 1 and result.failed == 0
