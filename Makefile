@@ -86,3 +86,12 @@ bench-train: $(STAMP)  ## training clouds/s at 1024 points: linear & quadratic s
 
 bench-accuracy: $(STAMP)  ## test accuracy, minutes and hardware: default config, digits, ModelNet40 where present (long)
 	$(PY) -m pipelines.bench_accuracy $(ARGS)
+
+.PHONY: compare mlflow-ui
+EXPERIMENT  ?=
+MLFLOW_PORT ?= 5000
+compare: $(STAMP)  ## runs of an experiment read through MLflow: table + PNG; make compare [EXPERIMENT=name] [ARGS="--params KEY"] (docs/tracking.md)
+	$(PY) -m pipelines.compare $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
+
+mlflow-ui: $(STAMP)  ## the MLflow UI on the store training logs to: make mlflow-ui [MLFLOW_PORT=5000] (docs/tracking.md)
+	$(PY) -m pipelines.compare --ui --port $(MLFLOW_PORT) $(ARGS)

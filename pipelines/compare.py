@@ -49,6 +49,31 @@ COLUMNS = (
 )
 
 
+# Config keys the fixed columns already show, and keys that say where a run is reported rather
+# than what it trains: neither becomes an automatic "differs between runs" column.
+_SHOWN = ("data.name", "data.num_points", "data.batch_size", "train.learning_rate", "model.parameters", "model.type")
+_NOT_COMPARED = ("run_name", "runs_dir", "experiment", "mlflow.", "export.", "train.resume", "train.log_every",
+                 "data.data_dir", "data.manual_dir", "data.cache")
+MAX_AUTO_COLUMNS = 8
+
+
+def differing_params(rows: Sequence[dict], exclude: Sequence[str] = ()) -> list[str]:
+    """Config keys whose values differ between the runs (beyond the fixed columns), so that two rows
+    that look alike in the table never hide what sets them apart (e.g. ``train.xla``)."""
+    keys = sorted({k for r in rows for k in r["params"]})
+    out = []
+    for key in keys:
+        if key in _SHOWN or key in exclude or any(key == p or (p.endswith(".") and key.startswith(p))
+                                                  for p in _NOT_COMPARED):
+            continue
+        if key.startswith("model.blocks.") and (key.endswith((".kind", ".units"))
+                                                or any(key not in r["params"] for r in rows)):
+            continue  # in the model label, or a block only deeper models have
+        if len({r["params"].get(key) for r in rows}) > 1:
+            out.append(key)
+    return out
+
+
 def store_uri(tracking_uri: str | None = None, runs_dir: str | pathlib.Path = DEFAULT_RUNS_DIR) -> str:
     """The tracking URI training uses; for the embedded store, check that it exists (reading a
     missing SQLite file would silently create an empty store)."""
@@ -99,7 +124,7 @@ def _number(params: dict, key: str, cast=float):
         return None
 
 
-def collect(client, experiment, extra_params: Sequence[str] = ()) -> tuple[list[dict], dict[str, list[float]]]:
+def collect(client, experiment) -> tuple[list[dict], dict[str, list[float]]]:
     """(rows, validation-accuracy curves by run name) of the experiment's active runs."""
     runs = client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
     rows, curves = [], {}
@@ -128,10 +153,8 @@ def collect(client, experiment, extra_params: Sequence[str] = ()) -> tuple[list[
             "train_minutes": sum(seconds) / 60 if seconds else None, "wall_minutes": wall,
             # The median epoch: the first one also pays for compilation.
             "examples_per_second": statistics.median(speed) if speed else None,
-            "status": run.info.status,
+            "status": run.info.status, "params": dict(params),
         }
-        for key in extra_params:
-            row[key] = params.get(key)
         rows.append(row)
         curves[name] = val_acc
     # Best first; runs without a test accuracy (unfinished) last.
@@ -140,12 +163,15 @@ def collect(client, experiment, extra_params: Sequence[str] = ()) -> tuple[list[
 
 
 def format_table(rows: Sequence[dict], extra_params: Sequence[str] = ()) -> str:
+    """Fixed-width text table; ``#`` is the run's number in the comparison PNG."""
     columns = list(COLUMNS[:-6]) + [(k, k, "{}") for k in extra_params] + list(COLUMNS[-6:])
-    cells = [[h for h, _, _ in columns]]
-    for row in rows:
-        cells.append(["-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in columns])
-    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
-    lines = ["  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+    cells = [["#"] + [h for h, _, _ in columns]]
+    for i, row in enumerate(rows, start=1):
+        cells.append([str(i)] + ["-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    left = {"run", "model", "data", "status"}
+    lines = ["  ".join(c.ljust(w) if cells[0][i] in left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+             for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -160,10 +186,12 @@ def compare(experiment: str | None = None, *, tracking_uri: str | None = None,
         tracking_uri: the store (None: $MLFLOW_TRACKING_URI, else the embedded store of ``runs_dir``).
         runs_dir: the runs folder of the configs (the embedded store and the default PNG live there).
         out: the PNG path (default ``<runs_dir>/<experiment>/comparison.png``).
-        extra_params: more config keys to show as columns (e.g. ``train.label_smoothing``).
+        extra_params: more config keys to show as columns (e.g. ``train.label_smoothing``); keys whose
+            values differ between the runs are shown anyway (up to `MAX_AUTO_COLUMNS`).
 
     Returns:
-        dict with ``experiment``, ``tracking_uri``, ``rows`` (one dict per run, the table's figures),
+        dict with ``experiment``, ``tracking_uri``, ``rows`` (one dict per run: the table's figures,
+        ``run_id`` and the run's ``params``), ``columns`` (the config keys shown beyond the fixed ones),
         ``table`` (the text) and ``png`` (path).
 
     Raises:
@@ -184,18 +212,28 @@ def compare(experiment: str | None = None, *, tracking_uri: str | None = None,
     client = MlflowClient(tracking_uri=uri)
     try:
         exp, _ = _experiment(client, experiment)
-        rows, curves = collect(client, exp, extra_params)
+        rows, curves = collect(client, exp)
     except MlflowException as e:
         raise CompareError(f"cannot read the tracking store at {uri}: {str(e).splitlines()[0][:300]}") from None
     if not rows:
         raise CompareError(f"experiment {exp.name!r} at {uri} has no runs (deleted runs are not shown)")
-    table = format_table(rows, extra_params)
+    auto = differing_params(rows, exclude=extra_params)
+    if len(auto) > MAX_AUTO_COLUMNS:
+        printer(f"{len(auto)} config keys differ between these runs; showing {MAX_AUTO_COLUMNS} "
+                f"(name more with --params): {', '.join(auto)}")
+        auto = auto[:MAX_AUTO_COLUMNS]
+    columns = list(extra_params) + auto
+    for row in rows:
+        for key in columns:
+            row[key] = row["params"].get(key)
+    table = format_table(rows, columns)
     png = pathlib.Path(out) if out else pathlib.Path(runs_dir) / exp.name / "comparison.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     plots.comparison(rows, curves, png, title=f"{exp.name}: {len(rows)} run(s)")
     chosen = "" if experiment else " (the experiment with the latest run; pick another with EXPERIMENT=...)"
     printer(f"experiment {exp.name!r}{chosen} at {uri}: {len(rows)} run(s)\n{table}\ncomparison plot: {png}")
-    return {"experiment": exp.name, "tracking_uri": uri, "rows": rows, "table": table, "png": png}
+    return {"experiment": exp.name, "tracking_uri": uri, "rows": rows, "columns": columns, "table": table,
+            "png": png}
 
 
 # --------------------------------------------------------------------------- the UI

@@ -13,10 +13,20 @@ import numpy as np  # noqa: E402
 
 
 def learning_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
-    """Loss and accuracy per epoch, training and validation, side by side."""
+    """Loss and accuracy per epoch, training and validation, and the learning rate, side by side."""
+    from matplotlib.ticker import MaxNLocator
+
     epochs = np.arange(1, len(history) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    with_lr = bool(history) and all("lr" in h for h in history)
+    fig, axes = plt.subplots(1, 3 if with_lr else 2, figsize=(15 if with_lr else 10, 4))
+    if with_lr:
+        axes[2].plot(epochs, [h["lr"] for h in history], "o-", color="C2")
+        axes[2].set_xlabel("epoch")
+        axes[2].set_ylabel("learning rate (start of epoch)")
+        axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes[2].grid(alpha=0.3)
     for ax, key in zip(axes, ("loss", "accuracy")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.plot(epochs, [h[key] for h in history], "o-", label=f"train {key}")
         if all(f"val_{key}" in h for h in history):
             ax.plot(epochs, [h[f"val_{key}"] for h in history], "s-", label=f"validation {key}")
@@ -66,29 +76,39 @@ def confusion_matrix(labels, predictions, class_names: Sequence[str], path: str 
 def comparison(rows: Sequence[dict], curves: dict[str, Sequence[float]], path: str | pathlib.Path,
                title: str = "") -> pathlib.Path:
     """Left: validation accuracy per epoch of each run. Right: test accuracy against training
-    examples/s (rows as made by `pipelines.compare.collect`: ``run``, ``test_accuracy``,
-    ``examples_per_second``; runs without both are left out of the right panel)."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, values in curves.items():
-        if values:
-            left.plot(np.arange(1, len(values) + 1), values, "o-", ms=3, label=name)
+    examples/s. Rows as made by `pipelines.compare.collect` (``run``, ``model``, ``test_accuracy``,
+    ``examples_per_second``), in table order: run i has the same colour and number in both panels
+    and in the table; runs without a test accuracy are left out of the right panel."""
+    from matplotlib.ticker import MaxNLocator
+
+    ncol = 2 if len(rows) > 4 else 1
+    legend_inches = 0.2 * -(-len(rows) // ncol) + 0.25
+    height = 4.5 + legend_inches
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height))
+    handles = []
+    for i, row in enumerate(rows):
+        color = f"C{i % 10}"
+        label = f"{i + 1}. {row['run']}" + (f" ({row['model']})" if row.get("model") else "")
+        values = curves.get(row["run"]) or []
+        (line,) = left.plot(np.arange(1, len(values) + 1), values, "o-", ms=3, color=color, label=label)
+        handles.append(line)
+        x, y = row.get("examples_per_second"), row.get("test_accuracy")
+        if x is not None and y is not None:
+            right.scatter([x], [y], s=40, color=color)
+            right.annotate(str(i + 1), (x, y), fontsize=9, xytext=(4, 4), textcoords="offset points")
     left.set_xlabel("epoch")
     left.set_ylabel("validation accuracy")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.grid(alpha=0.3)
-    if curves:
-        left.legend(fontsize=8)
-    for row in rows:
-        x, y = row.get("examples_per_second"), row.get("test_accuracy")
-        if x is None or y is None:
-            continue
-        right.scatter([x], [y], s=40)
-        right.annotate(row["run"], (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
-    right.set_xlabel("training examples/s")
+    right.set_xlabel("training examples/s (median epoch)")
     right.set_ylabel("test accuracy")
+    right.margins(0.15)
     right.grid(alpha=0.3)
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
     path = pathlib.Path(path)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -251,6 +251,8 @@ def test_compare_reads_the_experiment_through_mlflow(tracked, tmp_path):
         assert row["train_minutes"] == pytest.approx(sum(h["epoch_seconds"] for h in result["history"]) / 60)
         assert row["num_points"] == 32 and row["data.num_points"] == "32" and row["batch_size"] == 16
     assert [r["run"] for r in got["rows"]] == sorted(rows, key=lambda n: -rows[n]["test_accuracy"])
+    # Keys that differ between the runs get a column of their own, without the blocks only B has.
+    assert got["columns"] == ["data.num_points", "train.epochs"]
     table = lines[0]
     assert "best val acc" in table and "test acc" in table and "examples/s" in table
     assert "run-a" in table and "run-b" in table and "setnet l8-l16" in table
