@@ -98,3 +98,47 @@ def test_sync_of_an_untracked_or_missing_folder(tmp_path):
     (tmp_path / PENDING_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
         tracking.sync(tmp_path, printer=notes.append)
+
+
+class _Flaky:
+    """An MlflowClient whose every call fails while ``down`` (a store that went away)."""
+
+    def __init__(self, inner):
+        self.inner, self.down = inner, False
+
+    def __getattr__(self, name):
+        attr = getattr(self.inner, name)
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise ConnectionError("connection refused (simulated outage)")
+            return attr(*args, **kwargs)
+
+        return call if callable(attr) else attr
+
+
+def test_store_back_mid_run_gets_the_backlog_in_order_and_refusals_do_not_block(tmp_path):
+    from mlflow import MlflowClient
+
+    runs = tmp_path / "runs"
+    run_dir = runs / "exp" / "r"
+    run_dir.mkdir(parents=True)
+    uri = resolve_tracking_uri(None, runs)
+    notes = []
+    t = Tracker(uri, "exp", "r", run_dir, artifact_root=local_artifact_root(uri, runs), printer=notes.append)
+    t.client = _Flaky(t.client)
+    t.log_metrics({"loss": 4.0}, step=1)
+    assert t.flush()
+    t.client.down = True
+    for step in (2, 3):
+        t.log_metrics({"loss": 5.0 - step}, step=step)
+        assert not t.flush()
+        assert len(json.loads((run_dir / PENDING_FILE).read_text())["records"]) == step - 1
+    t.client.down = False
+    t.log_metrics({"bad*name": 1.0}, step=4)  # MLflow refuses this metric name
+    t.log_metrics({"loss": 1.0}, step=4)
+    assert t.flush() and not (run_dir / PENDING_FILE).exists()
+    assert any("reachable again; sent 4 pending" in n for n in notes), notes
+    assert any("refused a metrics record" in n and "bad*name" in n for n in notes), notes
+    history = MlflowClient(uri).get_metric_history(t.run_id, "loss")
+    assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]
