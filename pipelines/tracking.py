@@ -137,7 +137,8 @@ class Tracker:
     def _save_pending(self) -> None:
         path = self.run_dir / PENDING_FILE
         if self.queue:
-            _write_json(path, {"tracking_uri": self.uri, "run_id": self.run_id, "records": self.queue})
+            _write_json(path, {"tracking_uri": self.uri, "run_id": self.run_id, "experiment": self.experiment,
+                               "run_name": self.run_name, "records": self.queue})
         elif path.exists():
             path.unlink()
 
@@ -302,7 +303,9 @@ def sync(run_dir: str | pathlib.Path, printer: Callable[[str], None] = print, tr
     if not uri:
         printer(f"{run_dir}: no tracking URI recorded in {PENDING_FILE} or {STATE_FILE}; pass one")
         return False
-    tracker = Tracker(uri, state.get("experiment") or "setnet", run_dir.name, run_dir, printer=printer,
+    # A run that never reached a store has no state file; its pending file names the experiment.
+    experiment = state.get("experiment") or pending.get("experiment") or "setnet"
+    tracker = Tracker(uri, experiment, pending.get("run_name") or run_dir.name, run_dir, printer=printer,
                       artifact_root=local_artifact_root(uri, run_dir.parent.parent), reopen=False)
     history = _load(run_dir / "history.json") or {}
     # Epochs a kill cut off between the checkpoint and the upload are in the history, not the queue.

@@ -20,6 +20,14 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One embedded store for the module (creating its tables takes seconds): (uri, runs_dir)."""
+    runs = tmp_path_factory.mktemp("store") / "runs"
+    runs.mkdir()
+    return resolve_tracking_uri("sqlite:///" + str(runs.resolve() / "mlflow.db"), runs), runs
+
+
 def test_tracking_uri_precedence(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert resolve_tracking_uri(None, tmp_path / "runs") == f"sqlite:///{(tmp_path / 'runs').resolve()}/mlflow.db"
@@ -30,12 +38,12 @@ def test_tracking_uri_precedence(tmp_path, monkeypatch):
     assert resolve_tracking_uri("sqlite:///x.db", tmp_path) == "sqlite:///x.db"
 
 
-def test_embedded_store_roundtrip_and_resume(tmp_path):
+def test_embedded_store_roundtrip_and_resume(store):
     from mlflow import MlflowClient
 
-    runs, run_dir = tmp_path / "runs", tmp_path / "runs" / "exp" / "r1"
+    uri, runs = store
+    run_dir = runs / "exp" / "r1"
     run_dir.mkdir(parents=True)
-    uri = resolve_tracking_uri(None, runs)
     notes = []
     t = Tracker(uri, "exp", "r1", run_dir, artifact_root=local_artifact_root(uri, runs), printer=notes.append)
     t.log_params({"train.epochs": 2, "export.root": "a"})
@@ -68,10 +76,10 @@ def test_embedded_store_roundtrip_and_resume(tmp_path):
     assert run.info.artifact_uri.startswith((runs / "mlartifacts").resolve().as_uri())
 
 
-def test_unreachable_store_keeps_every_record_on_disk(tmp_path):
+def test_unreachable_store_keeps_every_record_on_disk(tmp_path, store):
     uri = f"http://127.0.0.1:{_closed_port()}"
     notes = []
-    t = Tracker(uri, "exp", "r1", tmp_path, printer=notes.append)
+    t = Tracker(uri, "exp-offline", "r1", tmp_path, printer=notes.append)
     t.log_params({"a": 1})
     t.log_metrics({"loss": 2.0}, step=1)
     assert not t.flush()
@@ -86,9 +94,22 @@ def test_unreachable_store_keeps_every_record_on_disk(tmp_path):
     assert [r["op"] for r in pending["records"]] == ["params", "metrics", "metrics", "terminate"]
     assert [r["step"] for r in pending["records"] if r["op"] == "metrics"] == [1, 2]
     # A new process (e.g. --sync) picks the queue up from disk; the store is still away.
-    assert len(Tracker(uri, "exp", "r1", tmp_path, printer=notes.append).queue) == 4
+    assert len(Tracker(uri, "exp-offline", "r1", tmp_path, printer=notes.append).queue) == 4
     assert not tracking.sync(tmp_path, printer=notes.append)
     assert (tmp_path / PENDING_FILE).exists() and "still unreachable" in notes[-1]
+
+    # The run never reached a store; sent to another one, it is created there with everything.
+    from mlflow import MlflowClient
+
+    uri2 = store[0]
+    assert tracking.sync(tmp_path, printer=notes.append, tracking_uri=uri2)
+    assert not (tmp_path / PENDING_FILE).exists() and "sent 4 pending record(s)" in notes[-1]
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    run = MlflowClient(uri2).get_run(state["run_id"])
+    assert run.info.status == "FINISHED" and run.data.params == {"a": "1"} and run.info.run_name == "r1"
+    assert MlflowClient(uri2).get_experiment(run.info.experiment_id).name == "exp-offline"
+    assert sorted((m.step, m.value) for m in MlflowClient(uri2).get_metric_history(run.info.run_id, "loss")) \
+        == [(1, 2.0), (2, 1.0)]
 
 
 def test_sync_of_an_untracked_or_missing_folder(tmp_path):
@@ -117,13 +138,12 @@ class _Flaky:
         return call if callable(attr) else attr
 
 
-def test_store_back_mid_run_gets_the_backlog_in_order_and_refusals_do_not_block(tmp_path):
+def test_store_back_mid_run_gets_the_backlog_in_order_and_refusals_do_not_block(store):
     from mlflow import MlflowClient
 
-    runs = tmp_path / "runs"
-    run_dir = runs / "exp" / "r"
+    uri, runs = store
+    run_dir = runs / "exp" / "r2"
     run_dir.mkdir(parents=True)
-    uri = resolve_tracking_uri(None, runs)
     notes = []
     t = Tracker(uri, "exp", "r", run_dir, artifact_root=local_artifact_root(uri, runs), printer=notes.append)
     t.client = _Flaky(t.client)
