@@ -1,6 +1,7 @@
 """The `spectrum` config section end to end: a tiny training run measures the network spectrum every
 epoch on validation batches and logs it to MLflow (metrics per layer and component, table and PNG)."""
 
+import json
 import os
 import pathlib
 
@@ -11,7 +12,7 @@ import pytest  # noqa: E402
 
 
 @pytest.mark.timeout(300)
-def test_training_logs_the_spectrum_to_mlflow(tmp_path, monkeypatch):
+def test_training_logs_the_spectrum_to_mlflow(tmp_path, monkeypatch, capsys):
     from mlflow import MlflowClient
 
     from pipelines.config import load_config
@@ -60,3 +61,20 @@ def test_training_logs_the_spectrum_to_mlflow(tmp_path, monkeypatch):
     assert artifacts == {"spectrum/epoch_1", "spectrum/epoch_2"}
     files = {a.path.rsplit("/", 1)[1] for a in client.list_artifacts(run_id, "spectrum/epoch_2")}
     assert files == {"spectrum.md", "spectrum.json", "spectrum.png"}
+
+    # The CLI reads the same run back (config + latest checkpoint) and, on the same validation batch,
+    # measures what training logged after the last epoch.
+    from setnet.spectral.__main__ import main
+
+    assert main(["spectrum", "--run", str(run_dir), "--split", cfg["data"]["val_split"], "--max-batches", "1",
+                 "--out", str(tmp_path / "cli")]) == 0
+    rows = json.loads((tmp_path / "cli" / "spectrum.json").read_text())
+    assert sorted(r["layer"] for r in rows) == layers
+    for r in rows:
+        for c in ("trivial", "standard"):
+            assert r["fraction"][c] == pytest.approx(metrics[f"spectrum/{r['layer']}/{c}"], abs=1e-4)
+    capsys.readouterr()
+    assert main(["spectrum", "--run", str(tmp_path)]) == 2
+    assert "is not a training run folder" in capsys.readouterr().err
+    assert main(["spectrum", "--run", str(run_dir), "--model", "x.keras"]) == 2
+    assert "exactly one of --model" in capsys.readouterr().err
