@@ -43,12 +43,25 @@ def learning_curves(history: Sequence[dict], path: str | pathlib.Path, title: st
     return path
 
 
+def confusion_counts(labels, predictions, num_classes: int) -> np.ndarray:
+    """counts[i, j]: examples of true class i predicted as j."""
+    labels, predictions = np.asarray(labels, np.int64).ravel(), np.asarray(predictions, np.int64).ravel()
+    if labels.shape != predictions.shape:
+        raise ValueError(f"{labels.size} labels but {predictions.size} predictions")
+    for name, v in (("label", labels), ("prediction", predictions)):
+        if v.size and (v.min() < 0 or v.max() >= num_classes):
+            raise ValueError(f"a {name} ({v.min() if v.min() < 0 else v.max()}) is outside the "
+                             f"{num_classes} class names")
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (labels, predictions), 1)
+    return counts
+
+
 def confusion_matrix(labels, predictions, class_names: Sequence[str], path: str | pathlib.Path,
                      title: str = "") -> pathlib.Path:
     """Row-normalised confusion matrix (rows: true class), with counts in the cells when few classes."""
     k = len(class_names)
-    counts = np.zeros((k, k), dtype=np.int64)
-    np.add.at(counts, (np.asarray(labels, np.int64), np.asarray(predictions, np.int64)), 1)
+    counts = confusion_counts(labels, predictions, k)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = max(5.0, 0.28 * k + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
