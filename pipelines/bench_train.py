@@ -8,7 +8,8 @@ and batch. The models are those of configs/modelnet.yaml (linear), configs/model
 (quadratic) and `setnet.models.build_pointnet` (the published PointNet: shared MLP
 64-64-64-128-1024, max pool, 512-256-k head). XLA on compiles the whole step with
 ``jit_compile=True``; off runs the same step as a plain TensorFlow graph. Compilation is left out
-of the timing (warm-up steps first). All ratios in the table come from this one run; the figures
+of the timing (warm-up steps first), and the timed rounds interleave the models so that load
+elsewhere on the machine hits them alike; each figure is the best round. All ratios in the table come from this one run; the figures
 depend on the machine and on whatever else it is running.
 """
 
@@ -57,7 +58,8 @@ def _dataset(points: int, batch: int, classes: int, distinct_batches: int, seed:
     return loop.prepare(ds, batch_size=batch, training=True)
 
 
-def measure(name: str, model_cfg: dict, xla: bool, ds, steps: int, warmup: int, classes: int) -> dict:
+def setup(name: str, model_cfg: dict, xla: bool, ds, warmup: int, classes: int) -> dict:
+    """A model, optimizer and trainer, traced and (with XLA) compiled by `warmup` untimed steps."""
     import keras
     import tensorflow as tf
 
@@ -71,11 +73,14 @@ def measure(name: str, model_cfg: dict, xla: bool, ds, steps: int, warmup: int, 
     optimizer.build(model.trainable_variables)
     trainer = loop.Trainer(model, optimizer, strategy, xla=xla, verbose=0)
     t0 = time.perf_counter()
-    trainer.train_epoch(ds.take(warmup), warmup)  # traces and (with XLA) compiles
-    compile_s = time.perf_counter() - t0
-    logs = trainer.train_epoch(ds.take(steps), steps)
-    return {"model": name, "xla": xla, "params": model.count_params(), "clouds_per_s": logs["examples_per_second"],
-            "ms_per_step": 1000 * logs["epoch_seconds"] / steps, "warmup_s": compile_s}
+    trainer.train_epoch(ds.take(warmup), warmup)
+    return {"model": name, "xla": xla, "params": model.count_params(), "trainer": trainer,
+            "warmup_s": time.perf_counter() - t0, "rounds": []}
+
+
+def time_round(entry: dict, ds, steps: int) -> None:
+    logs = entry["trainer"].train_epoch(ds.take(steps), steps)
+    entry["rounds"].append(logs["examples_per_second"])
 
 
 def table(rows: list[dict], points: int, batch: int) -> str:
@@ -106,7 +111,8 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, default=1024)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--classes", type=int, default=40)
-    p.add_argument("--steps", type=int, default=20, help="timed training steps per measurement")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved timed rounds (the best one counts)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (tracing, XLA compilation)")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), metavar="MODEL",
                    help=f"subset of: {', '.join(repr(m) for m in MODELS)}")
@@ -114,22 +120,26 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     ds = _dataset(args.points, args.batch, args.classes, distinct_batches=4)
-    rows = []
     settings = (True,) if args.no_xla_off else (False, True)
-    total = len(args.models) * len(settings)
     from tqdm.auto import tqdm
 
-    with tqdm(total=total, desc="bench-train", unit="run", file=sys.stderr) as bar:
-        for name in args.models:
-            for xla in settings:
-                bar.set_postfix_str(f"{name}, XLA {'on' if xla else 'off'}")
-                rows.append(measure(name, _model_config(MODELS[name]), xla, ds, args.steps, args.warmup,
-                                    args.classes))
+    entries = []
+    for name in tqdm(args.models, desc="build and compile", unit="model", file=sys.stderr):
+        for xla in settings:
+            entries.append(setup(name, _model_config(MODELS[name]), xla, ds, args.warmup, args.classes))
+    # Rounds interleave the configurations, so a burst of load elsewhere on the machine hits all of
+    # them alike; each configuration's figure is its best round (the least disturbed one).
+    with tqdm(total=args.rounds * len(entries), desc="timed rounds", unit="run", file=sys.stderr) as bar:
+        for _ in range(args.rounds):
+            for entry in entries:
+                time_round(entry, ds, args.steps)
                 bar.update()
+    rows = [{**e, "clouds_per_s": max(e["rounds"])} for e in entries]
     print(table(rows, args.points, args.batch))
+    print(f"best of {args.rounds} interleaved rounds of {args.steps} steps; every round (clouds/s):")
     for r in rows:
-        print(f"  {r['model']:<17} XLA {'on ' if r['xla'] else 'off'}: {r['ms_per_step']:8.1f} ms/step, "
-              f"warm-up {r['warmup_s']:.1f} s")
+        print(f"  {r['model']:<17} XLA {'on ' if r['xla'] else 'off'}: "
+              f"{' '.join(f'{v:7.1f}' for v in r['rounds'])}   (warm-up incl. compilation {r['warmup_s']:.1f} s)")
     return 0
 
 

@@ -140,6 +140,8 @@ SCHEMA: dict[str, Any] = {
             "learning_rate": F("float", 0.1, "ascent step size on log ‖∇L‖²", min=0.0, min_exclusive=True),
             "max_grad_norm": F("float", None, "cap on ‖∇L‖ after a teleport (null: none)", min=0.0,
                                min_exclusive=True, nullable=True),
+            "max_grad_growth": F("float", None, "cap on the factor ‖∇L‖ may grow by in a teleport (null: none)",
+                                 min=1.0, nullable=True),
             "optimizer_state": F("str", "transform", "map the optimizer state along (transform) or keep it",
                                  choices=("transform", "keep")),
         },

@@ -155,3 +155,23 @@ def test_docs_list_every_key():
 
     block_keys = {k for fields in BLOCK_SCHEMA.values() for k in fields}
     assert not [k for k in block_keys if f"| `{k}` |" not in doc]
+
+
+def test_teleport_section_matches_the_callbacks_keys_and_defaults():
+    # The schema validates train.teleport; TeleportCallback.from_config_section consumes it. A key
+    # added to one and not the other would be refused by the schema or silently dropped.
+    from pipelines.config import defaults
+    from setnet.teleport import CONFIG_DEFAULTS
+
+    section = defaults()["train"]["teleport"]
+    assert set(section) == set(CONFIG_DEFAULTS)
+    for key, value in CONFIG_DEFAULTS.items():
+        assert list(section[key]) == value if isinstance(value, list) else section[key] == value, key
+
+
+def test_teleport_max_grad_growth_is_validated():
+    from pipelines.config import ConfigError, load_config
+
+    assert load_config(None, ["train.teleport.max_grad_growth=8"])["train"]["teleport"]["max_grad_growth"] == 8.0
+    with pytest.raises(ConfigError, match="max_grad_growth"):
+        load_config(None, ["train.teleport.max_grad_growth=0.5"])
