@@ -19,6 +19,8 @@ help:
 	@echo "make train [CONFIG=...]   install on first use, then train (default: $(CONFIG))"
 	@echo "make bench                every benchmark table (bench-symmetry, ...)"
 	@echo "make install [TF=gpu]     create $(VENV) and install setnet with its dependencies"
+	@echo
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /make \1\t/' | expand -t 26
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON_BASE) >/dev/null || { echo "error: $(PYTHON_BASE) not found; install Python 3.11 or run 'make PYTHON_BASE=python3.12 ...'"; exit 1; }
@@ -39,7 +41,7 @@ train: $(STAMP)
 
 bench: bench-symmetry bench-input bench-layers
 
-bench-symmetry: $(STAMP)
+bench-symmetry: $(STAMP)  ## orbit colors: engine time per group and map vs the null-space method (docs/symmetry.md)
 	$(PY) -m setnet.symmetry.bench
 
 clean:
