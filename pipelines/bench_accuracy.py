@@ -2,6 +2,7 @@
 
     make bench-accuracy [ARGS="--set train.epochs=3"]       # all of them (ModelNet only with its data)
     python -m pipelines.bench_accuracy --configs configs/digits.yaml
+    python -m pipelines.bench_accuracy --configs configs/default.yaml --set data.num_points=1024 --pointnet
 
 Each config trains as ``make train`` would (same loop, checkpoints, MLflow, export off), in the
 experiment ``bench-accuracy`` under ``runs/`` with a fresh run every time. ModelNet configs run
@@ -53,6 +54,9 @@ def main(argv=None) -> int:
     p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides for every config (e.g. train.epochs=3 for a quick look)")
+    p.add_argument("--pointnet", action="store_true",
+                   help="after each config, train the PointNet baseline on the same data and settings "
+                        "(model.type=pointnet): the same-data accuracy comparison of make bench-train")
     p.add_argument("--allow-partial", action="store_true",
                    help="run ModelNet configs on a partial copy too (labelled PARTIAL; not comparable)")
     args = p.parse_args(argv)
@@ -63,8 +67,12 @@ def main(argv=None) -> int:
 
     rows = []
     hw = None
-    for path in args.configs:
-        overrides = ["experiment=bench-accuracy", "train.resume=never", "export.enabled=false", *args.overrides]
+    runs = [(path, []) for path in args.configs]
+    if args.pointnet:
+        runs = [run for path in args.configs for run in ((path, []), (path, ["model.type=pointnet"]))]
+    for path, extra in runs:
+        overrides = ["experiment=bench-accuracy", "train.resume=never", "export.enabled=false", *args.overrides,
+                     *extra]
         if args.allow_partial:
             overrides.append("data.allow_partial=true")
         try:
