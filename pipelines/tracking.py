@@ -61,10 +61,21 @@ def _rejected(error: Exception) -> bool:
     return isinstance(error, MlflowException) and error.error_code == "INVALID_PARAMETER_VALUE"
 
 
-def _write_json(path: pathlib.Path, data) -> None:
+def write_json(path: pathlib.Path, data) -> None:
+    """Write through a temporary file and rename, so that a kill leaves the old file or the new one."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1, default=str))
     os.replace(tmp, path)
+
+
+def read_json(path: pathlib.Path):
+    """A run folder's JSON file, or None when it is missing or was cut short by a kill mid-write."""
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
 
 
 class Tracker:
@@ -121,23 +132,17 @@ class Tracker:
     # ---- persistence
 
     def _read(self, name: str):
-        path = self.run_dir / name
-        if not path.exists():
-            return None
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:
-            return None
+        return read_json(self.run_dir / name)
 
     def _save_state(self, experiment_id: str) -> None:
-        _write_json(self.run_dir / STATE_FILE, {"tracking_uri": self.uri, "run_id": self.run_id,
+        write_json(self.run_dir / STATE_FILE, {"tracking_uri": self.uri, "run_id": self.run_id,
                                                 "experiment_id": experiment_id,
                                                 "experiment": self.experiment})
 
     def _save_pending(self) -> None:
         path = self.run_dir / PENDING_FILE
         if self.queue:
-            _write_json(path, {"tracking_uri": self.uri, "run_id": self.run_id, "experiment": self.experiment,
+            write_json(path, {"tracking_uri": self.uri, "run_id": self.run_id, "experiment": self.experiment,
                                "run_name": self.run_name, "records": self.queue})
         elif path.exists():
             path.unlink()

@@ -28,6 +28,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from pipelines import config as config_lib  # noqa: E402
 from pipelines.config import ConfigError  # noqa: E402
+from pipelines.tracking import read_json, write_json  # noqa: E402
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Keys that change where or how a run is reported, not what it trains: left out of the run's name.
@@ -55,13 +56,7 @@ def default_run_name(cfg: dict) -> str:
 
 
 def _history(run_dir: pathlib.Path) -> dict | None:
-    path = run_dir / "history.json"
-    if not path.exists():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None
+    return read_json(run_dir / "history.json")
 
 
 def resolve_run_dir(cfg: dict) -> tuple[pathlib.Path, bool]:
@@ -77,12 +72,6 @@ def resolve_run_dir(cfg: dict) -> tuple[pathlib.Path, bool]:
             return candidate, True
         i += 1
         candidate = base.with_name(f"{base.name}-{i}")
-
-
-def _write_json(path: pathlib.Path, data) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def git_commit() -> tuple[str, bool]:
@@ -140,7 +129,7 @@ def _callbacks(run_dir, ckpt, manager, history_doc, tracker, printer):
         def on_epoch_end(self, epoch, logs=None):
             history_doc["epochs"] = history_doc["epochs"][:epoch] + [dict(logs)]
             if manager.is_chief:
-                _write_json(run_dir / "history.json", history_doc)
+                write_json(run_dir / "history.json", history_doc)
             ckpt.epoch.assign(epoch + 1)
             manager.save(checkpoint_number=epoch + 1)
 
@@ -379,7 +368,7 @@ def train(cfg: dict, *, callbacks=(), printer: Callable[[str], None] = print) ->
         history_doc["completed"] = True
         history_doc["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
         if task.chief:
-            _write_json(run_dir / "history.json", history_doc)
+            write_json(run_dir / "history.json", history_doc)
         status = "FINISHED"
     finally:
         if tracker is not None:
@@ -427,7 +416,7 @@ def _export(cfg, model, info, test_ds, tracker, say):
         f"{inv.get('permutations')} permutations); padded+masked {'passed' if pad.get('passed') else 'FAILED'}")
     if tracker is not None:
         run_dir = tracker.run_dir
-        _write_json(run_dir / "invariance.json", {"export": str(path), "invariance": inv, "masked_padding": pad})
+        write_json(run_dir / "invariance.json", {"export": str(path), "invariance": inv, "masked_padding": pad})
         tracker.log_metrics({"export_invariance_max_abs_deviation": inv.get("max_abs_deviation", float("nan")),
                              "export_padding_max_abs_deviation": pad.get("max_abs_deviation", float("nan"))},
                             step=cfg["train"]["epochs"])
