@@ -82,6 +82,8 @@ def test_compose_mounts_what_models_config_names():
         assert mounts.get(config.base_path) == "./exports/setnet-default", config.base_path
     other = _compose({"SETNET_EXPORT": "modelnet40-run"})["services"]
     assert "./exports/modelnet40-run:/models/setnet:ro" in next(iter(other.values()))["volumes"]
+    elsewhere = _compose({"SETNET_EXPORTS": "/data/exports", "SETNET_EXPORT": "m"})["services"]
+    assert "/data/exports/m:/models/setnet:ro" in next(iter(elsewhere.values()))["volumes"]
     # Labels name versions that may not be exported yet: TF Serving needs this flag to start.
     assert flags["allow_version_labels_for_unavailable_models"] == "true"
     assert float(flags["model_config_file_poll_wait_seconds"]) > 0
