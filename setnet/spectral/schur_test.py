@@ -89,3 +89,62 @@ def test_probe_matrix_commutes_with_random_group_elements(spec, seed):
     p = np.zeros((group.degree, group.degree))
     p[g, np.arange(group.degree)] = 1
     np.testing.assert_allclose(np.kron(p, np.eye(2)) @ m, m @ np.kron(p, np.eye(2)), atol=1e-6)
+
+
+def jacobian_at(layer, x0):
+    """d layer(x) / d x at x0 (one set), as a matrix with rows (k, o) and columns (i, c), float64."""
+    import tensorflow as tf
+
+    x = tf.constant(x0[None], tf.float32)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+    jac = tape.jacobian(y, x)  # (1, n_out, c_out, 1, n_in, c_in)
+    n_out, c_out, n_in, c_in = jac.shape[1], jac.shape[2], jac.shape[4], jac.shape[5]
+    return np.asarray(jac, np.float64).reshape(n_out * c_out, n_in * c_in)
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"symmetric": True}, {"pooling": "mean"}, {"rank": 2}])
+def test_quadratic_layer_linearised_at_a_fixed_point_is_block_diagonal(kwargs):
+    # A quadratic map is not linear, but its Jacobian at an input fixed by S_N (every point the same)
+    # commutes with S_N, so Schur applies to it: trivial and standard components stay apart.
+    from setnet.layers import PermEquivariantQuadratic
+
+    keras.utils.set_random_seed(2)
+    n, c_in, c_out = 5, 3, 4
+    layer = PermEquivariantQuadratic(c_out, **kwargs)
+    point = np.random.default_rng(0).normal(size=c_in)
+    fixed = np.tile(point, (n, 1)).astype("float32")
+    jac = jacobian_at(layer, fixed)
+    d = decompose(symmetric(n))
+    assert np.linalg.norm(jac) > 0.1
+    assert off_block_norm(d, jac, c_in, c_out) < 1e-5
+    # Negative control: at a generic input (not fixed by S_N) the Jacobian mixes the components.
+    generic = np.random.default_rng(1).normal(size=(n, c_in)).astype("float32")
+    assert off_block_norm(d, jacobian_at(layer, generic), c_in, c_out) > 1e-2
+
+
+@pytest.mark.parametrize("group", ["pairs", "hyperoctahedral"])
+@pytest.mark.parametrize("order", ["linear", "quadratic"])
+def test_folded_layer_is_block_diagonal_over_the_pairs(group, order):
+    # The fold is S_m-equivariant on the pairs z_k = [x_k, x_{k+m}] (2·C_in channels): written in
+    # that layout, its Jacobian at a pair-constant input must be block-diagonal for S_m.
+    from setnet.layers import FoldedEquivariant
+
+    keras.utils.set_random_seed(3)
+    m, c_in, c_out = 4, 2, 3
+    layer = FoldedEquivariant(c_out, group=group, order=order, bias_initializer="random_normal")
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(size=c_in), rng.normal(size=c_in)
+    x0 = np.concatenate([np.tile(first, (m, 1)), np.tile(second, (m, 1))]).astype("float32")
+    jac = jacobian_at(layer, x0)  # columns (i in 0..2m-1, c)
+    # columns (i, c) -> (pair k = i mod m, channel h·C_in + c with h = i // m)
+    order_cols = [(i % m, (i // m) * c_in + c) for i in range(2 * m) for c in range(c_in)]
+    perm = np.argsort([k * 2 * c_in + ch for k, ch in order_cols])
+    jac_pairs = jac[:, perm]
+    d = decompose(symmetric(m))
+    assert np.linalg.norm(jac_pairs) > 0.1
+    assert off_block_norm(d, jac_pairs, 2 * c_in, c_out) < 1e-5
+    if order == "quadratic":  # negative control, as above
+        generic = rng.normal(size=(2 * m, c_in)).astype("float32")
+        assert off_block_norm(d, jacobian_at(layer, generic)[:, perm], 2 * c_in, c_out) > 1e-2
