@@ -180,7 +180,7 @@ def test_in_the_pipelines_training_loop():
 
 
 def test_broadcast_from_first_replica_keeps_replica_zero():
-    # The multi-worker sync after a teleport, run under a one-replica MirroredStrategy: it must leave
+    # The multi-worker sync after a teleport, under a one-replica MirroredStrategy: it must leave
     # replica 0's values (weights and Adam slots) exactly as they are.
     from setnet.teleport.callback import _state_variables, broadcast_from_first_replica
 
@@ -197,3 +197,17 @@ def test_broadcast_from_first_replica_keeps_replica_zero():
     broadcast_from_first_replica(strategy, variables)
     for v, b in zip(variables, before):
         np.testing.assert_array_equal(v.numpy(), b)
+
+
+def test_broadcast_makes_two_disagreeing_replicas_agree_on_replica_zero():
+    # Two replicas (2 logical CPUs, so a fresh process) whose weights and Adam slots differ, as after
+    # teleports on different batches: afterwards every replica holds replica 0's values exactly.
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "setnet.teleport.broadcast_check"], cwd=root,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[:1] == ["ok"]
