@@ -5,7 +5,8 @@
 Every model trains through the same loop (`pipelines.loop.Trainer`, one device), on the same
 input pipeline (one tf.data pipeline of ModelNet-sized clouds, the same batches for every model)
 and batch. The models are those of configs/modelnet.yaml (linear), configs/modelnet_quadratic.yaml
-(quadratic) and `setnet.models.build_pointnet` (the published PointNet: shared MLP
+(quadratic), configs/default.yaml (the embedded default: linear, rank-16 quadratic, linear) and
+`setnet.models.build_pointnet` (the published PointNet: shared MLP
 64-64-64-128-1024, max pool, 512-256-k head). XLA on compiles the whole step with
 ``jit_compile=True``; off runs the same step as a plain TensorFlow graph. Compilation is left out
 of the timing (warm-up steps first), and the timed rounds interleave the models so that load
@@ -26,6 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 MODELS = {
     "setnet linear": "configs/modelnet.yaml",
     "setnet quadratic": "configs/modelnet_quadratic.yaml",
+    "setnet default": "configs/default.yaml",
     "PointNet": None,
 }
 
