@@ -74,7 +74,9 @@ def test_config_round_trip_and_training_step():
     x = np.random.default_rng(2).normal(size=(64, 6)).astype("float32")
     clone(x)
     clone.set_weights(layer.get_weights())
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)), model.predict(x, verbose=0), rtol=1e-5)
+    # Eager call vs compiled predict round differently in float32: values near 0 need an absolute floor.
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(clone(x)), model.predict(x, verbose=0), rtol=1e-5,
+                               atol=1e-6)
     assert clone.architectures == layer.architectures
     # Gradients reach every weight, and one plain gradient step lowers the loss (eager: no tracing cost).
     import tensorflow as tf
