@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import pathlib
-import subprocess
 import sys
 import tempfile
 import threading
@@ -107,6 +106,7 @@ def main(argv=None) -> int:
 
     from serving.client import _encode, make_http_client
     from serving.export import export_model, list_versions
+    from serving.server import ServerProcess
 
     tmp = tempfile.TemporaryDirectory()
     if args.model_base_path:
@@ -123,23 +123,15 @@ def main(argv=None) -> int:
         base = version_dir.parent
     name = base.name
 
-    ready = pathlib.Path(tmp.name) / "ready.json"
-    log_path = pathlib.Path(tmp.name) / "server.log"
-    cmd = [sys.executable, "-m", "serving.server", "--model-name", name, "--model-base-path",
-           str(base), "--port", "0", "--ready-file", str(ready), "--max-inflight", "1024",
-           "--max-batch-size", str(max(batches)), "--file-system-poll-wait-seconds", "0",
-           "--log-level", "warning"]
-    with log_path.open("w") as log:
-        server = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 300
-        while not ready.exists():
-            if server.poll() is not None or time.monotonic() > deadline:
-                print(log_path.read_text()[-3000:], file=sys.stderr)
-                print("error: the server did not start", file=sys.stderr)
-                return 1
-            time.sleep(0.1)
-        url = json.loads(ready.read_text())["url"] + f"/v1/models/{name}:predict"
+    args_server = ["--model-name", name, "--model-base-path", str(base), "--port", "0", "--max-inflight", "1024",
+                   "--max-batch-size", str(max(batches)), "--file-system-poll-wait-seconds", "0",
+                   "--log-level", "warning"]
+    with ServerProcess(args_server, tmp.name) as server:
+        try:
+            url = server.wait_ready(timeout=300) + f"/v1/models/{name}:predict"
+        except RuntimeError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
 
         sig = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
         rng = np.random.default_rng(0)
@@ -177,12 +169,6 @@ def main(argv=None) -> int:
                     print(f"  {mode:<10} batch {batch:>3} clients {clients:>3}: "
                           f"{row['req_per_s']:8.1f} req/s  p50 {row['p50_ms']:8.2f} ms  "
                           f"p99 {row['p99_ms']:8.2f} ms  errors {row['errors']}", flush=True)
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
     print()
     print(f"{'batch':>5} {'clients':>7} {'mode':<10} {'req/s':>8} {'clouds/s':>9} "

@@ -13,8 +13,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -22,6 +20,7 @@ import pytest
 
 from serving.client import ServingClient
 from serving.invariance import format_summary
+from serving.server import ServerProcess
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EMBEDDED_MODEL = "suite_model"
@@ -39,19 +38,6 @@ class Endpoint:
     # (embedded mode only; against a remote endpoint the files are not here).
     reference: dict
     labels: dict
-
-
-def _wait_ready(proc, ready_file: pathlib.Path, log_path: pathlib.Path, timeout=240) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the embedded server exited ({proc.returncode}):\n"
-                               f"{log_path.read_text()[-3000:]}")
-        if ready_file.exists():
-            return json.loads(ready_file.read_text())["url"]
-        time.sleep(0.1)
-    raise RuntimeError(f"the embedded server did not start in {timeout} s:\n"
-                       f"{log_path.read_text()[-3000:]}")
 
 
 def _wait_versions(client: ServingClient, versions, timeout=240):
@@ -86,18 +72,12 @@ def endpoint(request, tmp_path_factory):
     work = tmp_path_factory.mktemp("serving_suite")
     base = work / "exports" / EMBEDDED_MODEL
     base.mkdir(parents=True)
-    ready, log_path = work / "ready.json", work / "server.log"
     labels = {"stable": 1, "canary": 2}
     # Start the server first: it imports TensorFlow while this process trains and exports,
     # and it picks the versions up from the folder as they appear.
-    cmd = [sys.executable, "-m", "serving.server", "--model-name", EMBEDDED_MODEL,
-           "--model-base-path", str(base), "--host", "127.0.0.1", "--port", "0",
-           "--version-policy", "all", "--file-system-poll-wait-seconds", "0.3",
-           "--ready-file", str(ready)] + [
-        a for k, v in labels.items() for a in ("--version-label", f"{k}={v}")]
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    server = ServerProcess(["--model-name", EMBEDDED_MODEL, "--model-base-path", str(base), "--host", "127.0.0.1",
+                            "--port", "0", "--version-policy", "all", "--file-system-poll-wait-seconds", "0.3"] + [
+        a for k, v in labels.items() for a in ("--version-label", f"{k}={v}")], work)
     try:
         import tensorflow as tf
 
@@ -109,7 +89,7 @@ def endpoint(request, tmp_path_factory):
             model = train_tiny(tiny_classifier(len(CLASSES), seed=seed), steps=6, seed=seed)
             paths[version] = export_model(model, base.parent, EMBEDDED_MODEL, CLASSES,
                                           version=version)
-        url = _wait_ready(proc, ready, log_path)
+        url = server.wait_ready()
         client = ServingClient(url, EMBEDDED_MODEL, timeout=120, batch_size=32)
         _wait_versions(client, [1, 2])
 
@@ -122,11 +102,7 @@ def endpoint(request, tmp_path_factory):
         _SUMMARY.update(endpoint=url, model_name=EMBEDDED_MODEL, embedded=True)
         yield Endpoint(url, EMBEDDED_MODEL, client, True, reference, labels)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
 
 
 @pytest.fixture(scope="session")
