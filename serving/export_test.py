@@ -1,16 +1,12 @@
 """Tests of serving.export: layout, signatures, checks before publishing, atomic versions."""
 
-import os
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from serving import export as ex  # noqa: E402
-from serving.testing import tiny_classifier, train_tiny  # noqa: E402
+from serving import export as ex
+from serving.testing import tiny_classifier, train_tiny
 
 CLASSES = ["alpha", "beta", "gamma"]
 

@@ -6,18 +6,16 @@ import pathlib
 import threading
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import httpx
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.extra import numpy as hnp  # noqa: E402
-
-from serving import server as S  # noqa: E402
-from serving.export import export_model  # noqa: E402
-from serving.testing import serve_in_thread, tiny_classifier, train_tiny  # noqa: E402
+from serving import server as S
+from serving.export import export_model
+from serving.testing import serve_in_thread, tiny_classifier, train_tiny
 
 CLASSES = ["a", "b", "c", "d"]
 LIMITS = S.Limits(max_points=500, max_batch_size=16, max_body_bytes=1_000_000, max_inflight=8)

@@ -1,20 +1,16 @@
-import os
+import doctest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-import doctest  # noqa: E402
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from setnet.gsnn import model as model_module  # noqa: E402
-from setnet.gsnn.classify import classify, enumerate_architectures  # noqa: E402
-from setnet.gsnn.groups import parse_group  # noqa: E402
-from setnet.gsnn.model import GInvariantShallow, build_model  # noqa: E402
-from setnet.gsnn.morphisms import grow, morphisms  # noqa: E402
+from setnet.gsnn import model as model_module
+from setnet.gsnn.classify import classify, enumerate_architectures
+from setnet.gsnn.groups import parse_group
+from setnet.gsnn.model import GInvariantShallow, build_model
+from setnet.gsnn.morphisms import grow, morphisms
 
 
 def randomise(layer, rng):

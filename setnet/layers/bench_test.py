@@ -1,9 +1,5 @@
 """`make bench-layers` stays runnable: a tiny grid prints every row and the goal lines (no timing asserts)."""
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import pytest
 
 from setnet.layers import bench

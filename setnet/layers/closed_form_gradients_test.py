@@ -10,10 +10,6 @@ w0 = Λ + Γ and w1 = Γ (Γ/n each for mean pooling), so dΛ = G0 and dΓ = G0 
 Float64, tolerance 1e-10, with masks.
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import numpy as np
 import pytest
 import tensorflow as tf

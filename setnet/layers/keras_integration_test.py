@@ -1,10 +1,6 @@
 """Every layer inside real Keras models: N = None, masks, .keras files, XLA and SavedModel."""
 
 import doctest
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import keras
 import numpy as np
 import pytest

@@ -2,11 +2,7 @@
 
 import doctest
 import importlib
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.mark.parametrize("name", ["setnet.spectral", "setnet.spectral.isotypic", "setnet.spectral.interaction",

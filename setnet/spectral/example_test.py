@@ -1,15 +1,11 @@
 """The worked example end to end on a tiny budget, and the pruning machinery it relies on."""
 
 import json
-import os
+import numpy as np
+import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from setnet.spectral import decompose  # noqa: E402
-from setnet.spectral.example import (  # noqa: E402
+from setnet.spectral import decompose
+from setnet.spectral.example import (
     build_network, main, make_signals, mixed_input_check, pruned_copy, pruning_plans, run,
 )
 

@@ -1,18 +1,14 @@
 """IsotypicFilter: equivariant under random group elements, a projector, serializable."""
 
-import os
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from setnet.spectral import decompose  # noqa: E402
-from setnet.spectral.isotypic_filter import IsotypicFilter  # noqa: E402
-from setnet.symmetry import parse  # noqa: E402
+from setnet.spectral import decompose
+from setnet.spectral.isotypic_filter import IsotypicFilter
+from setnet.symmetry import parse
 
 
 @settings(max_examples=20, deadline=None)

@@ -1,19 +1,15 @@
 """Schur's lemma on setnet's actual layers: an equivariant layer's matrix, obtained by probing the layer
 with basis inputs, is block-diagonal in the isotypic basis (one block per component, channels free)."""
 
-import os
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from setnet.layers import PermEquivariantLinear, TiedEquivariantDense  # noqa: E402
-from setnet.spectral import decompose  # noqa: E402
-from setnet.symmetry import colors, parse, symmetric  # noqa: E402
+from setnet.layers import PermEquivariantLinear, TiedEquivariantDense
+from setnet.spectral import decompose
+from setnet.symmetry import colors, parse, symmetric
 
 
 def probe_matrix(layer, n, c_in):

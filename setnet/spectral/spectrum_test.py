@@ -2,19 +2,17 @@
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import pytest
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from setnet.layers import TiedEquivariantDense  # noqa: E402
-from setnet.spectral import decompose  # noqa: E402
-from setnet.spectral.spectrum import (  # noqa: E402
+from setnet.layers import TiedEquivariantDense
+from setnet.spectral import decompose
+from setnet.spectral.spectrum import (
     log_spectrum_to_mlflow, network_spectrum, plot_spectrum, spectrum_metrics, spectrum_table,
     write_spectrum_artifacts,
 )
-from setnet.symmetry import colors, cyclic  # noqa: E402
+from setnet.symmetry import colors, cyclic
 
 
 def c8_model(use_bias=False):

@@ -2,13 +2,10 @@
 epoch on validation batches and logs it to MLflow (metrics per layer and component, table and PNG)."""
 
 import json
-import os
 import pathlib
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
 
 @pytest.mark.timeout(300)

@@ -1,4 +1,11 @@
-"""Shared pytest configuration for the suites under tests/ (each adds its options here)."""
+"""Root pytest configuration: the one place tests set their environment and options.
+
+TensorFlow reads TF_CPP_MIN_LOG_LEVEL when it loads, so it is set here, before any test
+module imports it; subprocesses started by tests inherit it.
+"""
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def pytest_addoption(parser):

@@ -1,0 +1,1 @@
+"""Test support: helpers shared by test modules. No production module imports this package."""
