@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install test train bench bench-symmetry clean help
+.PHONY: install test test-fast train bench bench-symmetry clean help
 
 help:
 	@echo "make test                 install on first use, then run the test suite"
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON_BASE) >/dev/null || { echo "error: $(PYTHON_BASE) not found; install Python 3.11 or run 'make PYTHON_BASE=python3.12 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(TF),test]'
+	$(PY) -m pip install --quiet -e '.[$(TF),train,serve,test]'
 	$(PY) -m pip install --quiet --no-deps 'tensorflow-serving-api>=2.21,<2.22'  # its TF pin would pull a second TensorFlow
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -35,6 +35,10 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: $(STAMP)  ## the suite without the slow tests (processes, servers, whole training runs)
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 train: $(STAMP)
 	$(PY) -m pipelines.train --config $(CONFIG)
