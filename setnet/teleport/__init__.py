@@ -1,15 +1,20 @@
-"""Symmetry teleportation (seed 002): exact parameter symmetries and gradient-norm ascent on them.
+"""Symmetry teleportation: exact parameter symmetries and gradient-norm ascent on them.
+
+After Zhao, Dehmamy, Walters & Yu, "Symmetry Teleportation for Accelerated Optimization",
+NeurIPS 2022 (arXiv:2205.10637), and Zhao, Gower, Walters & Yu, "Improving Convergence and
+Generalization Using Parameter Symmetries", ICLR 2024 (arXiv:2305.13404).
 
 - `find_symmetries(model)`: channel symmetries read from the layer graph (positive
   scaling across ReLU/LeakyReLU/linear, GL(h) across linear, channel permutations).
 - `teleport(model, x, y, loss, ...)`: moves the weights in place along those
   symmetries to a point of larger gradient norm; the function is unchanged.
-- `TeleportCallback`: teleports during `model.fit` on a schedule, logging to MLflow.
+- `TeleportCallback`: teleports during `model.fit` on a schedule; its figures go to an optional
+  `log_metrics` callable (e.g. `mlflow.log_metrics`), `teleport_figures` builds them.
 
 docs/teleport.md has the maths, the optimizer-state policy and the measured results.
 """
 
-from setnet.teleport.callback import CONFIG_DEFAULTS, TeleportCallback
+from setnet.teleport.callback import CONFIG_DEFAULTS, TeleportCallback, teleport_figures
 from setnet.teleport.symmetries import (
     ChannelSymmetry, SymmetryReport, WeightRole, find_symmetries, mix_channels, permute_channels,
     scale_channels,
@@ -19,5 +24,5 @@ from setnet.teleport.teleport import GROUPS, OPTIMIZER_STATE_POLICIES, teleport
 __all__ = [
     "CONFIG_DEFAULTS", "GROUPS", "OPTIMIZER_STATE_POLICIES", "ChannelSymmetry", "SymmetryReport",
     "TeleportCallback", "WeightRole", "find_symmetries", "mix_channels", "permute_channels",
-    "scale_channels", "teleport",
+    "scale_channels", "teleport", "teleport_figures",
 ]

@@ -31,9 +31,9 @@ class TeleportCallback(keras.callbacks.Callback):
 
     Each teleport takes the next batch of `data`, moves the weights in place along
     the model's exact symmetries to a point of larger gradient norm on that batch
-    (`setnet.teleport.teleport`), maps the optimizer state (see its
-    ``optimizer_state``), and logs ``teleport/<figure>`` metrics to the active
-    MLflow run if there is one. The results are kept in ``callback.history``.
+    (`setnet.teleport.teleport`) and maps the optimizer state (see its
+    ``optimizer_state``). The results are kept in ``callback.history`` and, when
+    ``log_metrics`` is given, sent to it as ``teleport/<figure>`` metrics.
 
     Under ``tf.distribute`` the callback runs in cross-replica context: the
     teleport is computed once from the (mirrored) variables and assigned to all
@@ -62,6 +62,9 @@ class TeleportCallback(keras.callbacks.Callback):
         optimizer: the optimizer whose state is mapped and whose ``iterations`` drive the
             ``steps`` schedule (default: ``model.optimizer``; a custom loop passes its own).
         verbose: 1 prints one line per teleport.
+        log_metrics: optional ``log_metrics(metrics, step=...)`` called after each teleport with
+            ``teleport/<figure>`` values (losses, gradient norms, seconds, ``teleport/count``) at
+            the optimizer step, e.g. ``mlflow.log_metrics``. The library itself logs nowhere.
 
     Example:
     >>> import keras, numpy as np
@@ -77,7 +80,7 @@ class TeleportCallback(keras.callbacks.Callback):
 
     def __init__(self, data, epochs=(0,), steps=(), max_teleports=None, group="scaling", ascent_steps=10,
                  learning_rate=0.1, max_grad_norm=None, max_grad_growth=None, loss=None, optimizer_state="transform",
-                 optimizer=None, verbose=0):
+                 optimizer=None, verbose=0, log_metrics=None):
         super().__init__()
         if group not in GROUPS:
             raise ValueError(f"TeleportCallback: group must be one of {', '.join(GROUPS)}; got {group!r}")
@@ -103,6 +106,7 @@ class TeleportCallback(keras.callbacks.Callback):
                            optimizer_state=optimizer_state)
         self.optimizer = optimizer
         self.verbose = verbose
+        self.log_metrics = log_metrics
         self.history: list[dict] = []
         self._batches_seen = 0
         self._symmetries = None
@@ -196,7 +200,8 @@ class TeleportCallback(keras.callbacks.Callback):
             print(f"teleport {len(self.history)} at step {global_step}: ‖∇L‖ {result['grad_norm_before']:.4g} → "
                   f"{result['grad_norm_after']:.4g}, loss {result['loss_before']:.5g} → "
                   f"{result['loss_after']:.5g}, {result['seconds']:.2f} s")
-        _log_to_mlflow(result, global_step, len(self.history))
+        if self.log_metrics is not None:
+            self.log_metrics(teleport_figures(result, len(self.history)), step=global_step)
 
 
 def _state_variables(model, optimizer):
@@ -224,14 +229,15 @@ def broadcast_from_first_replica(strategy, variables):
         v.assign(strategy.experimental_local_results(value)[0])
 
 
-def _log_to_mlflow(result, step, count):
-    try:
-        import mlflow
-    except ImportError:  # mlflow is a dependency, but the callback does not need it to work
-        return
-    if mlflow.active_run() is None:
-        return
+def teleport_figures(result: Mapping[str, Any], count: int) -> dict[str, float]:
+    """The numeric figures of one teleport result as ``teleport/<figure>`` metrics, plus
+    ``teleport/count`` (how many teleports so far); the schedule fields epoch and step are left out.
+
+    Example:
+    >>> teleport_figures({"grad_norm_before": 1.0, "grad_norm_after": 2.5, "step": 7, "group": "gl"}, 1)
+    {'teleport/grad_norm_before': 1.0, 'teleport/grad_norm_after': 2.5, 'teleport/count': 1}
+    """
     figures = {f"teleport/{k}": float(v) for k, v in result.items()
                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step")}
     figures["teleport/count"] = count
-    mlflow.log_metrics(figures, step=step)
+    return figures

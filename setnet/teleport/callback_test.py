@@ -1,14 +1,13 @@
-"""TeleportCallback: schedule, budget, MLflow figures, tf.distribute, config section."""
+"""TeleportCallback: schedule, budget, logged figures, tf.distribute, config section."""
 
 import keras
-import mlflow
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from setnet.teleport import CONFIG_DEFAULTS, TeleportCallback
-from setnet.teleport.testing import loss as make_loss
-from setnet.teleport.testing import set_batch, set_model
+from tests.support.teleport import loss as make_loss
+from tests.support.teleport import set_batch, set_model
 
 BLOCKS = [("linear", 6, "relu", "sum", "inside"), ("linear", 5, "linear", "mean", "inside")]
 
@@ -48,29 +47,21 @@ def test_schedule_budget_and_function_preserved(monkeypatch):
         np.testing.assert_allclose(after, before, rtol=0, atol=1e-4 * max(1.0, np.abs(before).max()))
 
 
-def test_figures_go_to_the_active_mlflow_run(monkeypatch):
+def test_figures_go_to_log_metrics_at_the_optimizer_step():
     logged = []
-    monkeypatch.setattr(mlflow, "active_run", lambda: object())
-    monkeypatch.setattr(mlflow, "log_metrics", lambda metrics, step=None: logged.append((step, metrics)))
     model = set_model(BLOCKS, head=[5], seed=1)
     model.compile(keras.optimizers.SGD(0.05), make_loss(), jit_compile=False)
     x, y = _data()
-    cb = TeleportCallback((x, y), epochs=[1], ascent_steps=2)
+    cb = TeleportCallback((x, y), epochs=[1], ascent_steps=2,
+                          log_metrics=lambda metrics, step=None: logged.append((step, metrics)))
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[cb])
     ((step, metrics),) = logged
     assert step == 2  # two optimizer steps in epoch 0
     for key in ("loss_before", "loss_after", "grad_norm_before", "grad_norm_after", "seconds", "count"):
         assert f"teleport/{key}" in metrics
+    assert "teleport/step" not in metrics and "teleport/epoch" not in metrics
     assert metrics["teleport/grad_norm_after"] == pytest.approx(cb.history[0]["grad_norm_after"])
-
-
-def test_no_mlflow_run_logs_nothing(monkeypatch):
-    monkeypatch.setattr(mlflow, "active_run", lambda: None)
-    monkeypatch.setattr(mlflow, "log_metrics", lambda *a, **k: pytest.fail("logged without a run"))
-    model = set_model(BLOCKS, head=[5], seed=1)
-    model.compile(keras.optimizers.SGD(0.05), make_loss(), jit_compile=False)
-    x, y = _data(16)
-    model.fit(x, y, batch_size=16, epochs=1, verbose=0, callbacks=[TeleportCallback((x, y), ascent_steps=1)])
+    assert all(isinstance(v, float) for k, v in metrics.items() if k != "teleport/count")
 
 
 def test_under_mirrored_strategy():
@@ -199,6 +190,7 @@ def test_broadcast_from_first_replica_keeps_replica_zero():
         np.testing.assert_array_equal(v.numpy(), b)
 
 
+@pytest.mark.slow
 def test_broadcast_makes_two_disagreeing_replicas_agree_on_replica_zero():
     # Two replicas (2 logical CPUs, so a fresh process) whose weights and Adam slots differ, as after
     # teleports on different batches: afterwards every replica holds replica 0's values exactly.
@@ -207,7 +199,7 @@ def test_broadcast_makes_two_disagreeing_replicas_agree_on_replica_zero():
     import sys
 
     root = pathlib.Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-m", "setnet.teleport.broadcast_check"], cwd=root,
+    done = subprocess.run([sys.executable, "-m", "tests.support.teleport_broadcast"], cwd=root,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split()[:1] == ["ok"]

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from setnet.teleport import find_symmetries, mix_channels, permute_channels, scale_channels
 from setnet.teleport.symmetries import ChannelSymmetry, WeightRole, _assign, _weights64, scale_roles
-from setnet.teleport.testing import set_batch, set_model
+from tests.support.teleport import set_batch, set_model
 
 
 def _outputs(model, x, training=False):

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from setnet.teleport import find_symmetries, permute_channels, teleport
-from setnet.teleport.testing import loss as make_loss
-from setnet.teleport.testing import set_batch, set_model
+from tests.support.teleport import loss as make_loss
+from tests.support.teleport import set_batch, set_model
 
 # linear → linear (GL across sum pooling), relu blocks and a relu head: every group occurs.
 BLOCKS = [("linear", 6, "linear", "sum", "inside"), ("linear", 5, "relu", "mean", "layer"),
