@@ -164,6 +164,8 @@ SCHEMA: dict[str, Any] = {
         "enabled": F("bool", True, "track the run in MLflow"),
         "tracking_uri": F("str", None, "tracking URI (null: $MLFLOW_TRACKING_URI, else sqlite:///<runs_dir>/mlflow.db)",
                           nullable=True),
+        "registered_model": F("str", "setnet", "Model Registry name each export becomes a new version of "
+                              "(null: do not register)", nullable=True),
     },
 }
 
