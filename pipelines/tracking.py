@@ -165,6 +165,12 @@ class Tracker:
         self.queue.append({"op": "artifact", "path": str(pathlib.Path(path).resolve()),
                            "artifact_path": artifact_path})
 
+    def register_model(self, name: str, artifact_path: str, tags: dict[str, Any] | None = None) -> None:
+        """Register this run's artifact folder ``artifact_path`` (an export) as a new version of the
+        registered model ``name`` (see `pipelines.registry`); queued after the artifact itself."""
+        self.queue.append({"op": "register", "name": name, "artifact_path": artifact_path,
+                           "tags": {k: str(v) for k, v in (tags or {}).items()}})
+
     def terminate(self, status: str = "FINISHED") -> None:
         self.queue.append({"op": "terminate", "status": status, "end_time": int(time.time() * 1000)})
 
@@ -237,6 +243,13 @@ class Tracker:
                 self.client.log_artifact(self.run_id, str(path), record["artifact_path"])
             else:
                 self.print(f"MLflow: artifact {path} no longer exists; skipped")
+        elif op == "register":
+            from pipelines.registry import register_export
+
+            version = register_export(self.client, record["name"], self.run_id, record["artifact_path"],
+                                      record["tags"])
+            self.print(f"MLflow: {record['artifact_path']} is version {version.version} of registered model "
+                       f"{record['name']!r}")
         elif op == "terminate":
             self.client.set_terminated(self.run_id, status=record["status"], end_time=record["end_time"])
         else:
@@ -286,6 +299,20 @@ class Tracker:
                        f"{self.run_dir / PENDING_FILE}; send them later with "
                        f"`python -m pipelines.train --sync {self.run_dir}`")
         return ok
+
+
+def adopt_run(run_dir: str | pathlib.Path, tracking_uri: str, run_id: str, experiment_id: str,
+              experiment: str) -> None:
+    """Make the run folder log into an MLflow run created elsewhere, as if it had created it.
+
+    A sweep creates each trial's run as a child of its parent run (tag ``mlflow.parentRunId``) before
+    the trial trains; training then finds the run id here and logs into it, and a retried trial
+    continues it.
+    """
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / STATE_FILE, {"tracking_uri": tracking_uri, "run_id": run_id,
+                                      "experiment_id": experiment_id, "experiment": experiment})
 
 
 def sync(run_dir: str | pathlib.Path, printer: Callable[[str], None] = print, tracking_uri: str | None = None) -> bool:

@@ -364,7 +364,8 @@ def train(cfg: dict, *, callbacks=(), printer: Callable[[str], None] = print) ->
                 for path in (curves, confusion, run_dir / "model_summary.txt", run_dir / "history.json"):
                     tracker.log_artifact(path, "plots" if path.suffix == ".png" else None)
             if cfg["export"]["enabled"]:
-                result["export_path"] = str(_export(cfg, model, info, test_ds, tracker, say))
+                result["export_path"] = str(_export(cfg, model, info, test_ds, tracker, say,
+                                                    test={"accuracy": test["accuracy"], "loss": test["loss"]}))
         history_doc["completed"] = True
         history_doc["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
         if task.chief:
@@ -389,7 +390,7 @@ def _summary(model) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _export(cfg, model, info, test_ds, tracker, say):
+def _export(cfg, model, info, test_ds, tracker, say, test):
     """Export a one-device copy of the trained model (no distributed variables in the SavedModel),
     checked for permutation invariance on real test clouds by serving.export."""
     import numpy as np
@@ -424,6 +425,13 @@ def _export(cfg, model, info, test_ds, tracker, say):
                           "export.invariance_passed": inv.get("passed")})
         tracker.log_artifact(run_dir / "invariance.json")
         tracker.log_artifact(path, f"export/{path.name}")
+        if cfg["mlflow"]["registered_model"]:
+            from pipelines.registry import version_tags
+
+            commit, dirty = git_commit()
+            tracker.register_model(cfg["mlflow"]["registered_model"], f"export/{path.name}", version_tags(
+                commit=commit, dirty=dirty, dataset=cfg["data"]["name"], dataset_version=info["version"],
+                test=test, invariance=inv, padding=pad, export_path=str(path), experiment=cfg["experiment"]))
     return path
 
 
