@@ -2,7 +2,7 @@
 
 import pytest
 
-from setnet.layers import bench
+from benchmarks import bench_layers as bench
 
 
 def test_tiny_grid_prints_a_row_per_layer_and_the_goals(capsys):

@@ -14,10 +14,11 @@ busy spell on a shared machine slows both sides alike. Peak memory is the alloca
 peak during those runs minus what was allocated before them (inputs and
 weights), i.e. the step's transient working set: on CPU this needs
 TensorFlow's BFC allocator, switched on here through
-``TF_CPU_ALLOCATOR_USE_BFC`` before TensorFlow is imported (the default CPU
-allocator keeps no statistics; if it is switched off, the rise of the resident
-set sampled every millisecond is reported instead, which undercounts reused
-memory).
+``TF_CPU_ALLOCATOR_USE_BFC`` at the start of ``main`` (TensorFlow reads it when it
+creates its CPU device, at the first operation, not at import; the default CPU
+allocator keeps no statistics; if it is switched off, or TensorFlow already ran
+in this process, the rise of the resident set sampled every millisecond is
+reported instead, which undercounts reused memory).
 
 TiedEquivariantDense is not run where its gathered kernel would exceed
 ``--tied-cap`` entries (default 2**28, 1 GiB of float32; the step also holds
@@ -30,8 +31,8 @@ skipped (``skip>mem``) when a rough estimate of their working set exceeds
 The default grid (N = 16, 64, 256, 1024, 4096; C = 32, 128; batch 4) takes
 about 5 to 10 minutes on 2 busy CPU cores.
 
-    python -m setnet.layers.bench                       # N = 16..4096, C = 32, 128
-    python -m setnet.layers.bench --sizes 16 256 1024 --channels 32 --batch 2
+    python -m benchmarks.bench_layers                       # N = 16..4096, C = 32, 128
+    python -m benchmarks.bench_layers --sizes 16 256 1024 --channels 32 --batch 2
     make bench-layers ARGS="--sizes 16 32 64 128 256 512 1024 2048 4096 --repeats 5"   # a finer grid
 """
 
@@ -45,22 +46,17 @@ import sys
 import threading
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# Allocator statistics (peak memory) on CPU exist only for the BFC allocator; it also keeps
-# freed memory pooled, so timings do not include the kernel zeroing fresh pages every step.
-os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from setnet.layers import (  # noqa: E402
+from setnet.layers import (
     FoldedEquivariant,
     PermEquivariantLinear,
     PermEquivariantQuadratic,
     TiedEquivariantDense,
 )
-from setnet.symmetry import colors, symmetric  # noqa: E402
+from setnet.symmetry import colors, symmetric
 
 GIB = 2**30
 
@@ -255,6 +251,9 @@ def main(argv=None):
                         help="rounds of the interleaved goal measurements (after the table)")
     parser.add_argument("--no-goals", action="store_true", help="print the table only")
     args = parser.parse_args(argv)
+    # Allocator statistics (peak memory) on CPU exist only for the BFC allocator; it also keeps
+    # freed memory pooled, so timings do not include the kernel zeroing fresh pages every step.
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     for name in ("sizes", "channels"):
         if any(v < 1 for v in getattr(args, name)):
             parser.error(f"--{name} must be positive integers, got {getattr(args, name)}")
