@@ -90,12 +90,12 @@ def test_compose_mounts_what_models_config_names():
 
 
 def test_embedded_server_reads_the_same_config_for_make_serve(tmp_path):
-    from serving import server as S
+    from serving.server.config import build_parser, configs_from_args
 
-    args = S.build_parser().parse_args([
+    args = build_parser().parse_args([
         "--model-config-file", str(ROOT / "serving" / "models.config"),
         "--model-base-path", str(tmp_path)])
-    (config,) = S.configs_from_args(args)
+    (config,) = configs_from_args(args)
     assert (config.name, config.base_path) == ("setnet", str(tmp_path))
     assert config.policy == ("latest", 2)
     assert config.labels == {"stable": 1, "canary": 2}

@@ -22,8 +22,8 @@ becomes a version at all.
 
 Example:
 
->>> from serving.testing import tiny_classifier
->>> path = export_model(tiny_classifier(3), "/tmp/exports", "demo", ["a", "b", "c"])  # doctest: +SKIP
+>>> # model: a trained Keras classifier, e.g. built by setnet.models.build_classifier
+>>> path = export_model(model, "/tmp/exports", "demo", ["a", "b", "c"])  # doctest: +SKIP
 >>> path.name  # doctest: +SKIP
 '1'
 """
@@ -148,9 +148,8 @@ def _build_module(model, class_names_src):
 
 
 def _default_check_clouds(seed: int):
-    from serving.testing import shape_clouds
     rng = np.random.default_rng(seed)
-    return shape_clouds(seed, sizes=(5, 64, 257)) + [
+    return inv.shape_clouds(seed, sizes=(5, 64, 257)) + [
         rng.normal(size=(100, 3)).astype(np.float32)]
 
 
@@ -218,8 +217,8 @@ def export_model(model, export_root, model_name: str, class_names: Sequence[str]
 
     Example:
 
-    >>> from serving.testing import tiny_classifier
-    >>> p = export_model(tiny_classifier(2), "/tmp/ex", "m", ["no", "yes"])  # doctest: +SKIP
+    >>> # model: a trained two-class Keras classifier with inputs `points` and `mask`
+    >>> p = export_model(model, "/tmp/ex", "m", ["no", "yes"])  # doctest: +SKIP
     """
     import keras
     import tensorflow as tf

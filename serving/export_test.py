@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from serving import export as ex
-from serving.testing import tiny_classifier, train_tiny
+from tests.support.serving import tiny_classifier, train_tiny
 
 CLASSES = ["alpha", "beta", "gamma"]
 

@@ -40,6 +40,7 @@ __all__ = [
     "summarize",
     "format_summary",
     "as_clouds",
+    "shape_clouds",
     "probabilities_of",
     "DEFAULT_ATOL",
     "DEFAULT_RTOL",
@@ -85,6 +86,43 @@ def as_clouds(clouds) -> list[np.ndarray]:
     if not out:
         raise ValueError("no clouds given: pass at least one (N, 3) array")
     return out
+
+
+def shape_clouds(seed: int = 0, sizes=(37, 128, 300)):
+    """A few geometric clouds of different sizes, the default clouds of the export checks.
+
+    Cloud i is a sphere, a cube surface or a torus (i mod 3), with `sizes[i]` points, so
+    the checks see clouds of several sizes and of shapes without a natural point order.
+
+    Args:
+        seed: seed of the random points.
+        sizes: points per cloud, one entry per cloud.
+
+    Returns:
+        List of float32 arrays `(sizes[i], 3)`.
+
+    Example:
+
+    >>> [c.shape for c in shape_clouds(0, sizes=(5, 8))]
+    [(5, 3), (8, 3)]
+    """
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, n in enumerate(sizes):
+        kind = i % 3
+        if kind == 0:
+            v = rng.normal(size=(n, 3))
+            out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
+        elif kind == 1:
+            v = rng.uniform(-1, 1, size=(n, 3))
+            axis = rng.integers(0, 3, size=n)
+            v[np.arange(n), axis] = np.sign(v[np.arange(n), axis])
+            out.append(v)
+        else:
+            a, b = rng.uniform(0, 2 * np.pi, size=(2, n))
+            out.append(np.stack([(1 + 0.3 * np.cos(b)) * np.cos(a),
+                                 (1 + 0.3 * np.cos(b)) * np.sin(a), 0.3 * np.sin(b)], axis=1))
+    return [c.astype(np.float32) for c in out]
 
 
 def _within(dev: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> bool:

@@ -9,16 +9,19 @@ import time
 import httpx
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from hypothesis.extra import numpy as hnp
 
-from serving import server as S
 from serving.export import export_model
-from serving.testing import serve_in_thread, tiny_classifier, train_tiny
+from serving.server.app import create_app
+from serving.server.config import Limits, ModelConfig
+from serving.server.servable import PREDICT_METHOD, LoadedVersion, Signature, TensorSpec
+from serving.server.versions import ModelRegistry
+from tests.support.serving import serve_in_thread, tiny_classifier, train_tiny
+
+# Every test here runs the server (in a thread) and most share one module-scoped instance.
+pytestmark = pytest.mark.slow
 
 CLASSES = ["a", "b", "c", "d"]
-LIMITS = S.Limits(max_points=500, max_batch_size=16, max_body_bytes=1_000_000, max_inflight=8)
+LIMITS = Limits(max_points=500, max_batch_size=16, max_body_bytes=1_000_000, max_inflight=8)
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -54,10 +57,10 @@ def reference(base):
 
 @pytest.fixture(scope="module")
 def url(base):
-    registry = S.ModelRegistry([S.ModelConfig("tiny", str(base), ("all",),
+    registry = ModelRegistry([ModelConfig("tiny", str(base), ("all",),
                                               {"stable": 1, "canary": 2})], poll_seconds=0)
     registry.poll_once()
-    with serve_in_thread(S.create_app(registry, LIMITS)) as u:
+    with serve_in_thread(create_app(registry, LIMITS)) as u:
         yield u
 
 
@@ -260,7 +263,7 @@ class _Gate:
         if version in self.hold:
             self.started[version].set()
             assert self.release[version].wait(120), "the test never released the load"
-        return S.LoadedVersion(name, version, path)
+        return LoadedVersion(name, version, path)
 
 
 def _wait(predicate, what, timeout=120):
@@ -282,11 +285,11 @@ def test_new_versions_load_in_the_background_without_a_restart(models, base, ref
     hot = tmp_path / "hot"
     hot.mkdir()
     gate = _Gate(hold={1, 2})
-    registry = S.ModelRegistry([S.ModelConfig("hot", str(hot), ("latest", 1))],
+    registry = ModelRegistry([ModelConfig("hot", str(hot), ("latest", 1))],
                                poll_seconds=0.1, loader=gate)
     x = clouds(2, 25, seed=3)
     body = {"inputs": x.tolist()}
-    with serve_in_thread(S.create_app(registry, LIMITS)) as url:
+    with serve_in_thread(create_app(registry, LIMITS)) as url:
         assert httpx.post(f"{url}/v1/models/hot:predict", json=body).status_code == 404
         # Version 1 appears (an atomic rename, as export_model does) and starts loading.
         os.rename(str(_copy(base / "1", hot / ".tmp-1")), hot / "1")
@@ -339,9 +342,9 @@ class _SlowServable:
     def __init__(self):
         self.entered = threading.Event()
         self.release = threading.Event()
-        spec = S.TensorSpec("points", np.float32, "float", (-1, -1, 3))
-        self.signatures = {"serving_default": S.Signature(
-            "serving_default", S.PREDICT_METHOD, {"points": spec}, ("y",), fn=object())}
+        spec = TensorSpec("points", np.float32, "float", (-1, -1, 3))
+        self.signatures = {"serving_default": Signature(
+            "serving_default", PREDICT_METHOD, {"points": spec}, ("y",), fn=object())}
 
     def call(self, signature, arrays):
         self.entered.set()
@@ -351,9 +354,9 @@ class _SlowServable:
 
 def test_busy_server_answers_429_with_retry_after():
     slow = _SlowServable()
-    registry = S.ModelRegistry([S.ModelConfig("slow", "/nonexistent")], poll_seconds=0)
+    registry = ModelRegistry([ModelConfig("slow", "/nonexistent")], poll_seconds=0)
     registry.managers["slow"].available = {1: slow}
-    app = S.create_app(registry, S.Limits(max_inflight=1))
+    app = create_app(registry, Limits(max_inflight=1))
     with serve_in_thread(app) as url:
         results = {}
         first = threading.Thread(target=lambda: results.setdefault(
@@ -369,62 +372,3 @@ def test_busy_server_answers_429_with_retry_after():
         assert results["first"].json() == {"outputs": [6.0]}
         assert httpx.post(f"{url}/v1/models/slow:predict",
                           json={"inputs": [[[1, 2, 3]]]}).status_code == 200
-
-
-def test_shipped_models_config_parses():
-    configs = S.load_model_config_file(ROOT / "serving" / "models.config")
-    assert [c.name for c in configs] == ["setnet"]
-    assert configs[0].base_path == "/models/setnet"
-    assert configs[0].policy[0] in ("latest", "all", "specific")
-
-
-def test_bad_config_files_name_the_file_and_the_problem(tmp_path):
-    bad = tmp_path / "models.config"
-    bad.write_text("model_config_list { config { nam: 'x' base_path: '/m' } }")
-    with pytest.raises(S.ConfigError, match=r"models.config.*no field named \"nam\""):
-        S.load_model_config_file(bad)
-    bad.write_text("model_config_list { config { name: 'x' } }")
-    with pytest.raises(S.ConfigError, match="needs both name and base_path"):
-        S.load_model_config_file(bad)
-    with pytest.raises(S.ConfigError, match="cannot read"):
-        S.load_model_config_file(tmp_path / "missing.config")
-    for text in ("latest:0", "newest", "specific:"):
-        with pytest.raises(S.ConfigError, match="bad version policy"):
-            S.parse_policy(text)
-    assert S.parse_policy("specific:3,1") == ("specific", (1, 3))
-    with pytest.raises(S.ConfigError, match="LABEL=VERSION"):
-        S.parse_labels(["stable"])
-
-
-def test_cli_refuses_incomplete_arguments(capsys):
-    assert S.main(["--model-name", "x"]) == 2
-    assert "--model-base-path" in capsys.readouterr().err
-    assert S.main(["--model-name", "x", "--model-base-path", "/tmp", "--max-points", "0"]) == 2
-    assert "--max-points must be >= 1" in capsys.readouterr().err
-
-
-@settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
-                  elements=st.floats(width=32, allow_nan=True, allow_infinity=True)))
-def test_floats_are_written_so_that_they_read_back_exactly(a):
-    text = S.outputs_to_json({"y": a}, row=False)
-    back = np.asarray(json.loads(text)["outputs"], dtype=np.float32)
-    np.testing.assert_array_equal(back, a)
-
-
-def test_floats_use_the_shortest_form():
-    text = S.outputs_to_json({"y": np.float32([0.1, 1.0, 2.5e-8, 3e9])}, row=False)
-    assert text == '{"outputs":[0.1,1.0,2.5e-08,3e+09]}'
-
-
-@settings(max_examples=60, deadline=None)
-@given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=3, max_side=4),
-                  elements=st.floats(-1e6, 1e6, width=32)))
-def test_fast_and_faithful_json_conversion_agree(a):
-    spec = S.TensorSpec("points", np.float32, "float", None)
-    value = a.tolist()
-    fast = S._fast_tensor(value, spec, bools_in_body=False)
-    slow = S._slow_tensor(value, spec)
-    assert fast is not None
-    np.testing.assert_array_equal(fast, slow)
-    assert fast.dtype == slow.dtype == np.float32

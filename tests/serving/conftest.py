@@ -20,7 +20,8 @@ import pytest
 
 from serving.client import ServingClient
 from serving.invariance import format_summary
-from serving.server import ServerProcess
+from serving.server.process import ServerProcess
+from tests.support.serving import tiny_classifier, train_tiny
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EMBEDDED_MODEL = "suite_model"
@@ -68,7 +69,6 @@ def endpoint(request, tmp_path_factory):
         yield Endpoint(url, name, client, False, {}, {})
         return
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = tmp_path_factory.mktemp("serving_suite")
     base = work / "exports" / EMBEDDED_MODEL
     base.mkdir(parents=True)
@@ -82,7 +82,6 @@ def endpoint(request, tmp_path_factory):
         import tensorflow as tf
 
         from serving.export import export_model
-        from serving.testing import tiny_classifier, train_tiny
 
         paths = {}
         for version, seed in ((1, 11), (2, 12)):

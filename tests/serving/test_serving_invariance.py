@@ -14,9 +14,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from serving import invariance as inv
-from serving.testing import shape_clouds
+
+# Every test here talks to a server process (the embedded one unless --serving-url).
+pytestmark = pytest.mark.slow
 
 PERMUTATIONS = 4
 
@@ -33,7 +36,7 @@ def _record(report, name, result):
 
 def synthetic_clouds(seed=0):
     rng = np.random.default_rng(seed)
-    return shape_clouds(seed, sizes=(37, 128, 300)) + [
+    return inv.shape_clouds(seed, sizes=(37, 128, 300)) + [
         rng.normal(size=(1024, 3)).astype(np.float32)]
 
 

@@ -1,9 +1,9 @@
-"""Small models and clouds for the serving tests, the test suite's own server and the load bench.
+"""Small models, toy clouds and an in-thread server for the serving tests.
 
-Nothing here is for production use: `tiny_classifier` is a pointwise MLP with masked max
-and mean pooling (a DeepSets-style model with the same two named inputs, `points` and
-`mask`, as `setnet.models.build_classifier`), small enough that building, training a few
-steps and exporting it costs seconds on a shared 2-core CPU.
+`tiny_classifier` is a pointwise MLP with masked max and mean pooling (a Deep Sets model,
+Zaheer et al., NeurIPS 2017, arXiv:1703.06114, with the same two named inputs, `points`
+and `mask`, as `setnet.models.build_classifier`), small enough that building, training a
+few steps and exporting it costs seconds on a shared 2-core CPU.
 
 Example:
 
@@ -61,27 +61,6 @@ def synthetic_clouds(count: int, num_points: int, seed: int = 0, num_classes: in
     return clouds.astype(np.float32), labels.astype(np.int64)
 
 
-def shape_clouds(seed: int = 0, sizes=(37, 128, 300)):
-    """A few geometric clouds of different sizes (sphere, cube surface, torus)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for i, n in enumerate(sizes):
-        kind = i % 3
-        if kind == 0:
-            v = rng.normal(size=(n, 3))
-            out.append(v / np.linalg.norm(v, axis=1, keepdims=True))
-        elif kind == 1:
-            v = rng.uniform(-1, 1, size=(n, 3))
-            axis = rng.integers(0, 3, size=n)
-            v[np.arange(n), axis] = np.sign(v[np.arange(n), axis])
-            out.append(v)
-        else:
-            a, b = rng.uniform(0, 2 * np.pi, size=(2, n))
-            out.append(np.stack([(1 + 0.3 * np.cos(b)) * np.cos(a),
-                                 (1 + 0.3 * np.cos(b)) * np.sin(a), 0.3 * np.sin(b)], axis=1))
-    return [c.astype(np.float32) for c in out]
-
-
 def train_tiny(model, steps: int = 20, seed: int = 0, num_points: int = 64, batch: int = 16):
     """A few optimizer steps on synthetic clouds, so the weights are not just the init."""
     keras = _keras()
@@ -110,7 +89,7 @@ class serve_in_thread:
         import socket
 
         import uvicorn
-        # IPPROTO_TCP so that asyncio sets TCP_NODELAY (see serving.server.main).
+        # IPPROTO_TCP so that asyncio sets TCP_NODELAY (see serving/server/__main__.py).
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))

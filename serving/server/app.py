@@ -1,0 +1,138 @@
+"""The Starlette app: TF Serving's REST URLs, body limits, back-pressure, error JSON.
+
+Routes `/v1/models/...` by TF Serving's own URL grammar to `handlers`, runs the handlers
+in the thread pool, answers 429 with Retry-After beyond `--max-inflight` predict
+requests in flight and 413 beyond `--max-body-bytes`, and starts and stops the
+registry's poller with the app's lifespan.
+
+Example (needs an export under exports/setnet-default)::
+
+    import uvicorn
+    registry = ModelRegistry([ModelConfig("setnet", "exports/setnet-default")])
+    registry.poll_once()
+    uvicorn.run(create_app(registry, Limits()), port=8501)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+
+from serving.server.config import Limits
+from serving.server.errors import ServingError, invalid
+from serving.server.handlers import handle_get, handle_predict, parse_version
+from serving.server.versions import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+# TF Serving's URL grammar (http_rest_api_util.cc); matched case-insensitively.
+PREDICT_RE = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+                        r":(classify|regress|predict)", re.IGNORECASE)
+STATUS_RE = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
+                       r"(?:/(metadata))?", re.IGNORECASE)
+V1_RE = re.compile(r"/v1/.*", re.IGNORECASE)
+
+
+def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_registry=True):
+    """The Starlette app serving TF Serving's REST API for the models in `registry`.
+
+    Args:
+        registry: the served models; the app answers from whatever it has loaded.
+        limits: maxima per request (default `Limits()`).
+        manage_registry: start the registry's poller when the app starts and stop it when
+            the app stops (False when the caller runs the poller itself).
+
+    Returns:
+        A Starlette ASGI app (run it with uvicorn).
+    """
+    import contextlib
+
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    limits = limits or Limits()
+    inflight = {"n": 0}
+    lock = threading.Lock()
+
+    def reply(status: int, text: str, headers=None) -> Response:
+        return Response(text, status_code=status, media_type="application/json",
+                        headers=headers)
+
+    def error_reply(err: ServingError) -> Response:
+        return reply(err.http_status, json.dumps({"error": err.message}), err.headers)
+
+    async def read_body(request) -> bytes:
+        length = request.headers.get("content-length")
+        too_big = ServingError(
+            "PAYLOAD_TOO_LARGE",
+            f"The request body is over this server's maximum of {limits.max_body_bytes} bytes "
+            f"(--max-body-bytes); send fewer clouds per request (client: --batch-size) or "
+            f"fewer points per cloud (client: --num-points).")
+        if length is not None and length.isdigit() and int(length) > limits.max_body_bytes:
+            raise too_big
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limits.max_body_bytes:
+                raise too_big
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def v1(request):
+        path, method = request.url.path, request.method
+        try:
+            if not V1_RE.fullmatch(path):
+                return Response(status_code=404)
+            m = PREDICT_RE.fullmatch(path) if method == "POST" else None
+            g = STATUS_RE.fullmatch(path) if method == "GET" else None
+            if m is None and g is None:
+                raise invalid(f"Malformed request: {method} {path}")
+            if m is not None:
+                with lock:
+                    if inflight["n"] >= limits.max_inflight:
+                        raise ServingError(
+                            "RESOURCE_EXHAUSTED",
+                            f"The server is busy: {inflight['n']} requests in flight "
+                            f"(--max-inflight {limits.max_inflight}); retry with backoff.",
+                            {"Retry-After": "1"})
+                    inflight["n"] += 1
+                try:
+                    body = await read_body(request)
+                    name, version, label, verb = m.groups()
+                    text = await run_in_threadpool(
+                        handle_predict, registry, limits, name, parse_version(version), label,
+                        verb.lower(), body)
+                finally:
+                    with lock:
+                        inflight["n"] -= 1
+                return reply(200, text)
+            name, version, label, sub = g.groups()
+            text = await run_in_threadpool(handle_get, registry, name, parse_version(version),
+                                           label, sub)
+            return reply(200, text)
+        except ServingError as err:
+            return error_reply(err)
+        except ClientDisconnect:
+            return Response(status_code=499)
+        except Exception as err:  # never let one request take the server down
+            log.exception("unexpected error for %s %s", method, path)
+            return error_reply(ServingError("INTERNAL", f"{type(err).__name__}: {err}"))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        if manage_registry:
+            registry.start()
+        try:
+            yield
+        finally:
+            if manage_registry:
+                registry.stop()
+
+    return Starlette(routes=[Route("/{path:path}", v1, methods=["GET", "POST", "PUT", "DELETE",
+                                                                  "PATCH"])],
+                     lifespan=lifespan)

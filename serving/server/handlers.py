@@ -1,0 +1,134 @@
+"""Answering one API call, independent of the transport: predict, model status, metadata.
+
+`handle_predict` resolves the model version (number, label or latest), the signature and
+the request format, converts the body (`codec`), checks it (`validation`), calls the model
+and returns the answer's JSON text; `handle_get` returns the status or metadata document.
+Both raise `ServingError` with TF Serving's code and message for anything a client did
+wrong. The REST app (`app.py`) routes URLs here.
+
+Example (needs an export under exports/setnet-default)::
+
+    registry = ModelRegistry([ModelConfig("setnet", "exports/setnet-default")])
+    registry.poll_once()
+    handle_predict(registry, Limits(), "setnet", None, None, "predict",
+                   b'{"instances": [[[0.1, 0.2, 0.3]]]}')
+"""
+
+from __future__ import annotations
+
+import logging
+
+from serving.server.codec import (echo, outputs_to_json, parse_json, tensors_from_inputs,
+                                  tensors_from_instances)
+from serving.server.config import Limits
+from serving.server.errors import ServingError, invalid
+from serving.server.servable import DEFAULT_SIGNATURE, PREDICT_METHOD
+from serving.server.validation import validate_inputs
+from serving.server.versions import ModelRegistry
+
+log = logging.getLogger(__name__)
+
+
+def parse_version(text: str | None) -> int | None:
+    if not text:
+        return None
+    value = int(text)
+    if value >= 2**63:
+        raise invalid(f"Failed to convert version: {text} to numeric.")
+    return value
+
+
+def handle_predict(registry: ModelRegistry, limits: Limits, name: str, version: int | None,
+                   label: str | None, method: str, body: bytes) -> str:
+    doc = parse_json(body)
+    if "signature_name" in doc and not isinstance(doc["signature_name"], str):
+        raise invalid(f"JSON Value: {echo(doc)} not formatted correctly. 'signature_name' key "
+                      f"must be a string value.")
+    manager = registry.get(name)
+    if manager is None:
+        if label is not None:
+            raise invalid(f"Unrecognized servable version label: {label}")
+        raise ServingError("NOT_FOUND", "Servable not found for request: " +
+                           (f"Specific({name}, {version})" if version is not None
+                            else f"Latest({name})"))
+    servable = manager.resolve(version, label)
+    signame = doc.get("signature_name") or DEFAULT_SIGNATURE
+    signature = servable.signatures.get(signame)
+    if signature is None:
+        raise invalid(f'Serving signature name: "{signame}" not found in signature def')
+    if method != "predict":
+        raise ServingError("FAILED_PRECONDITION", f"Expected {method} signature method_name to "
+                           f"be tensorflow/serving/{method}. Was: {signature.method_name} "
+                           f"(this model has predict signatures: use :predict)")
+    if signature.method_name != PREDICT_METHOD or signature.fn is None:
+        raise ServingError("FAILED_PRECONDITION", f"Expected prediction signature method_name to "
+                           f"be {PREDICT_METHOD}. Was: {signature.method_name or '(empty)'}")
+    if not signature.inputs:
+        raise invalid(f"Failed to get input map for signature: {signame}")
+    has_instances, has_inputs = "instances" in doc, "inputs" in doc
+    bools_in_body = b"true" in body or b"false" in body
+    if has_instances and has_inputs:
+        raise invalid(f"JSON Value: {echo(doc)} Not formatted correctly expecting only one of "
+                      f"'inputs' or 'instances' keys to exist ")
+    if has_instances:
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            raise invalid(f"JSON Value: {echo(doc)} Excepting 'instances' to be an list/array")
+        if not instances:
+            raise invalid(f"JSON Value: {echo(doc)} No values in 'instances' array")
+        arrays = tensors_from_instances(instances, signature.inputs, bools_in_body)
+    elif has_inputs:
+        arrays = tensors_from_inputs(doc["inputs"], signature.inputs, bools_in_body)
+    else:
+        raise invalid("Missing 'inputs' or 'instances' key")
+    validate_inputs(arrays, signature, limits)
+    try:
+        outputs = servable.call(signature, arrays)
+    except Exception as err:  # TF errors for inputs our checks let through
+        import tensorflow as tf
+        if isinstance(err, (tf.errors.InvalidArgumentError, ValueError, TypeError)):
+            raise invalid(str(err).strip().splitlines()[0])
+        log.exception("predict failed")
+        raise ServingError("INTERNAL", f"{type(err).__name__}: {err}")
+    return outputs_to_json(outputs, row=has_instances)
+
+
+def _status_json(entries) -> str:
+    from google.protobuf import json_format
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    response = get_model_status_pb2.GetModelStatusResponse()
+    codes = response.model_version_status.add().status.DESCRIPTOR.fields_by_name[
+        "error_code"].enum_type.values_by_name
+    del response.model_version_status[:]
+    for version, state in entries:
+        item = response.model_version_status.add()
+        item.version = version
+        item.state = get_model_status_pb2.ModelVersionStatus.State.Value(state.state)
+        item.status.SetInParent()
+        item.status.error_code = codes[state.error_code].number
+        item.status.error_message = state.error_message
+    return json_format.MessageToJson(response, always_print_fields_with_no_presence=True,
+                                     indent=1)
+
+
+def handle_get(registry: ModelRegistry, name: str | None, version: int | None,
+               label: str | None, subresource: str | None) -> str:
+    if not name:
+        raise invalid("Missing model name in request.")
+    manager = registry.get(name)
+    if subresource:
+        if manager is None:
+            if label is not None:
+                raise invalid(f"Unrecognized servable version label: {label}")
+            raise ServingError("NOT_FOUND", "Servable not found for request: " +
+                               (f"Specific({name}, {version})" if version is not None
+                                else f"Latest({name})"))
+        return manager.resolve(version, label).metadata_json()
+    if manager is None:
+        if label is not None:
+            raise invalid(f"Unrecognized servable version label: {label}")
+        if version is not None:
+            raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
+        raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
+    return _status_json(manager.status(version, label))
