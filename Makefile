@@ -80,7 +80,7 @@ serve-docker:  ## tensorflow/serving on $(EXPORTS)/$(EXPORT) with serving/models
 	SETNET_EXPORTS=$(abspath $(EXPORTS)) SETNET_EXPORT=$(EXPORT) SETNET_REST_PORT=$(SERVE_PORT) docker compose -f docker-compose.yml up $(ARGS)
 
 bench-serve: $(STAMP)  ## REST (embedded server) vs in-process SavedModel: req/s, p50, p99 at batch 1 and 32 (ARGS="--clients 16 --duration 30")
-	$(PY) -m serving.bench_serve $(ARGS)
+	$(PY) -m benchmarks.bench_serve $(ARGS)
 
 .PHONY: bench-teleport
 bench-teleport: $(STAMP)  ## symmetry teleportation vs plain training, SGD/AdaGrad/Adam x 3 seeds (docs/teleport.md)
