@@ -26,6 +26,7 @@ import pathlib
 import random
 import sys
 import time
+import warnings
 from typing import Callable, Sequence
 
 import numpy as np
@@ -362,11 +363,37 @@ def _read_txt(path: pathlib.Path) -> np.ndarray:
         first = f.readline()
     delimiter = "," if "," in first else None
     try:
-        data = np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=np.float64)
+        with warnings.catch_warnings():
+            # A file of comments only: numpy warns and returns no rows; the shape check
+            # after loading reports it in one line instead.
+            warnings.simplefilter("ignore", UserWarning)
+            data = np.loadtxt(path, delimiter=delimiter, ndmin=2, dtype=np.float64)
     except ValueError as err:
         raise CloudFileError(f"{path}: cannot read numbers ({err}); expected one point per "
                              f"line: x y z [more columns], separated by spaces or commas") from err
     return data
+
+
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def _read_npy(path: pathlib.Path) -> np.ndarray:
+    save_hint = "write it with numpy.save(path, clouds), clouds float (N, 3) or (B, N, 3)"
+    with path.open("rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head != NPY_MAGIC:
+        raise CloudFileError(f"{path}: not a .npy file (it does not start with NumPy's magic "
+                             f"bytes \\x93NUMPY); {save_hint}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        if "allow_pickle" in str(err):
+            raise CloudFileError(f"{path}: the array holds Python objects, not numbers; "
+                                 f"{save_hint}") from err
+        raise CloudFileError(f"{path}: truncated or corrupt .npy file ({err}); "
+                             f"{save_hint}") from err
+    except EOFError as err:
+        raise CloudFileError(f"{path}: truncated .npy file ({err}); {save_hint}") from err
 
 
 def load_clouds(path, *, num_points: int | None = None, sample: str = "first",
@@ -390,12 +417,12 @@ def load_clouds(path, *, num_points: int | None = None, sample: str = "first",
     path = pathlib.Path(path)
     if not path.exists():
         raise CloudFileError(f"{path}: no such file")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CloudFileError(f"{path}: the file is empty (0 bytes); it must hold one or more "
+                             f"point clouds (x, y, z per point)")
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        try:
-            data = np.load(path, allow_pickle=False)
-        except ValueError as err:
-            raise CloudFileError(f"{path}: not a numeric .npy array ({err})") from err
+        data = _read_npy(path)
     elif suffix in (".txt", ".csv", ".xyz", ".pts"):
         data = _read_txt(path)
     elif suffix in (".h5", ".hdf5"):
@@ -502,7 +529,12 @@ def main(argv=None) -> int:
             return 0
         names = None
         if args.class_names:
-            names = pathlib.Path(args.class_names).read_text(encoding="utf-8").splitlines()
+            try:
+                names = pathlib.Path(args.class_names).read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as err:
+                raise CloudFileError(f"{args.class_names}: not UTF-8 text (byte {err.start}); "
+                                     f"--class-names wants one class name a line, e.g. an "
+                                     f"export's assets/class_names.txt") from err
         clouds = []
         for f in args.files:
             clouds += load_clouds(f, num_points=args.num_points, sample=args.sample,

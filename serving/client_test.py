@@ -1,6 +1,8 @@
 """Tests of the REST client: retries and backoff, batching, padding, file readers (no TF)."""
 
+import io
 import json
+import re
 
 import h5py
 import httpx
@@ -256,6 +258,51 @@ def test_bad_files_have_clear_errors(tmp_path, name, content, fragment):
     with pytest.raises(C.CloudFileError, match=fragment) as info:
         C.load_clouds(tmp_path / name)
     assert name in str(info.value)
+
+
+def _npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    return buffer.getvalue()
+
+
+GOOD_NPY = _npy_bytes(np.zeros((10, 3), np.float32))
+BAD_NPY = [
+    ("empty.npy", b"", "the file is empty (0 bytes)"),
+    ("truncated.npy", GOOD_NPY[:-20], "truncated or corrupt .npy file"),
+    ("header_only.npy", GOOD_NPY[:30], "truncated or corrupt .npy file"),
+    ("garbage.npy", b"hello, this is not numpy", "not a .npy file"),
+    ("objects.npy", _npy_bytes(np.array([{"a": 1}], dtype=object)), "holds Python objects"),
+]
+
+
+@pytest.mark.parametrize("name,content,fragment", BAD_NPY, ids=[b[0] for b in BAD_NPY])
+def test_broken_npy_files_have_clear_errors(tmp_path, name, content, fragment):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(C.CloudFileError, match=re.escape(fragment)) as info:
+        C.load_clouds(tmp_path / name)
+    assert str(info.value).startswith(str(tmp_path / name))
+
+
+@pytest.mark.parametrize("name,content,fragment", BAD_NPY, ids=[b[0] for b in BAD_NPY])
+def test_cli_reports_a_broken_npy_in_one_line_with_exit_2(tmp_path, capsys, name, content,
+                                                           fragment):
+    (tmp_path / name).write_bytes(content)
+    assert C.main(["predict", "--url", "http://127.0.0.1:9", str(tmp_path / name)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / name}: "), lines
+    assert fragment in lines[0]
+
+
+def test_cli_reports_class_names_that_are_not_text(tmp_path, capsys):
+    np.save(tmp_path / "c.npy", np.zeros((4, 3), np.float32))
+    (tmp_path / "names.txt").write_bytes(b"chair\n\xff\xfe\n")
+    assert C.main(["predict", "--class-names", str(tmp_path / "names.txt"),
+                   str(tmp_path / "c.npy")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "names.txt: not UTF-8 text" in err[0], err
 
 
 def test_missing_file_and_h5_key(tmp_path):
