@@ -236,7 +236,7 @@ CLOSED_FORM_OF = {"tied-linear": "linear", "tied-quadratic": "quadratic"}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_layers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1024, 4096])
     parser.add_argument("--channels", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--batch", type=int, default=4)

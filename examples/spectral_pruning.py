@@ -1,6 +1,9 @@
-"""Seed 001's worked example: a C_n-equivariant network on periodic signals, its spectrum, and pruning.
+"""A worked example: a C_n-equivariant network on periodic signals, its spectrum, and pruning.
 
-    python -m setnet.spectral.example --out runs/spectral-example     (make spectral-example)
+It tests a consequence drawn by Gibson, Tubbenhauer & Williamson, "Equivariant neural networks and
+piecewise linear representation theory" (arXiv:2408.00949); docs/spectral.md has the results.
+
+    python -m examples.spectral_pruning --out runs/spectral-example     (make spectral-example)
 
 Task. A signal x on C_16 (periodic, 16 samples) has random Fourier
 coefficients at every frequency, each real dimension with the same expected
@@ -13,7 +16,7 @@ Network. ``depth`` blocks of ``TiedEquivariantDense(colors(cyclic(16)))``
 and a dense head.
 
 Questions. (1) Where is each layer's energy, frequency by frequency? (2)
-Seed 001: "if one wants to learn a low-frequency function, one can ignore
+The paper: "if one wants to learn a low-frequency function, one can ignore
 most of the network corresponding to high frequencies". After training, drop
 the high-frequency components of every hidden layer (``IsotypicFilter`` after
 each ReLU) and measure the accuracy; controls drop the low ones instead, or
@@ -25,14 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import time
 
 import numpy as np
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def make_signals(num: int, n: int = 16, low=(1, 2, 3), seed: int = 0):
@@ -104,7 +104,8 @@ def frequencies(n):
 
 def pruning_plans(n, depth, low_max):
     """name -> per-layer keep lists. 'high' means k > low_max, as in signal processing; 'paper' uses
-    seed 001's order, where a component is higher the smaller |G/ker| = n / gcd(n, k) is."""
+    the order of Gibson, Tubbenhauer & Williamson, where a component is higher the smaller
+    |G/ker| = n / gcd(n, k) is."""
     ks = range(n // 2 + 1)
     every = lambda keep: [keep] * depth  # noqa: E731
     plans = {f"keep k<={cut} (all layers)": every([f"k{k}" for k in ks if k <= cut]) for cut in range(n // 2)}
@@ -213,7 +214,7 @@ def format_report(results) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m setnet.spectral.example", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m examples.spectral_pruning", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="runs/spectral-example", help="folder for results, tables and PNGs")
     parser.add_argument("--n", type=int, default=16, help="points per periodic signal (the group is C_n)")

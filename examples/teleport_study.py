@@ -1,5 +1,8 @@
 """`make bench-teleport`: training with and without symmetry teleportation, same configs and seeds.
 
+A study of the method of Zhao, Dehmamy, Walters & Yu, "Symmetry Teleportation for Accelerated
+Optimization", NeurIPS 2022 (arXiv:2205.10637), on a set classifier (docs/teleport.md has the results).
+
 For each optimizer setting (SGD at a conservative and at a well-tuned step size, AdaGrad, Adam) and
 seed, one set classifier (PermEquivariantLinear blocks with LeakyReLU and one linear block, masked
 mean pooling, a Dense head; no normalisation layers, so that every layer pair has an exact symmetry:
@@ -19,7 +22,7 @@ epochs and against seconds, per optimizer; thin lines are seeds, thick lines the
 MLflow parent run with a child run per training run (tracking URI: ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///runs/mlflow.db``).
 
-    python -m setnet.teleport.experiment [--epochs 16] [--seeds 0 1 2] [--optimizers sgd adagrad adam]
+    python -m examples.teleport_study [--epochs 16] [--seeds 0 1 2] [--optimizers sgd adagrad adam]
 """
 
 from __future__ import annotations
@@ -353,7 +356,8 @@ def log_mlflow(cfg, runs, rows, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m examples.teleport_study",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULTS["seeds"])
     parser.add_argument("--optimizers", nargs="+", default=list(DEFAULTS["optimizers"]),
@@ -361,7 +365,8 @@ def main(argv=None):
     parser.add_argument("--teleport-epochs", type=int, nargs="+", default=DEFAULTS["teleport"]["epochs"])
     parser.add_argument("--group", default=DEFAULTS["teleport"]["group"], choices=("scaling", "gl", "auto"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
-                        help="override a setting, e.g. --set teleport.ascent_steps=5 --set optimizers.sgd.learning_rate=0.1")
+                        help="override a setting, e.g. --set teleport.ascent_steps=5 "
+                             "--set optimizers.sgd.learning_rate=0.1")
     parser.add_argument("--out", default="runs/teleport")
     parser.add_argument("--no-mlflow", action="store_true", help="skip MLflow logging")
     args = parser.parse_args(argv)
@@ -371,18 +376,21 @@ def main(argv=None):
     cfg["teleport"].update(epochs=args.teleport_epochs, group=args.group)
     for item in args.set:
         key, sep, value = item.partition("=")
-        node, *path = key.split(".")
+        if not sep:
+            parser.error(f"--set {item}: expected KEY=JSON, e.g. --set teleport.ascent_steps=5")
+        *path, last = key.split(".")
         target = cfg
-        for part in [node, *path][:-1]:
-            if not isinstance(target, dict) or part not in target:
-                parser.error(f"--set {item}: unknown setting {key!r}")
-            target = target[part]
-        if not sep or not isinstance(target, dict) or ([node, *path][-1] not in target):
-            parser.error(f"--set {item}: expected KEY=JSON with an existing KEY (see DEFAULTS in {__file__})")
+        for depth, part in enumerate([*path, last]):
+            known = list(target) if isinstance(target, dict) else []
+            if part not in known:
+                where = ".".join(path[:depth]) or "the top level"
+                parser.error(f"--set {item}: unknown setting {key!r} ({where} has {', '.join(known) or 'no keys'})")
+            if depth < len(path):
+                target = target[part]
         try:
-            target[[node, *path][-1]] = json.loads(value)
+            target[last] = json.loads(value)
         except json.JSONDecodeError:
-            target[[node, *path][-1]] = value
+            target[last] = value
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -1,13 +1,14 @@
 """The worked example end to end on a tiny budget, and the pruning machinery it relies on."""
 
 import json
+
 import numpy as np
 import pytest
 
-from setnet.spectral import decompose
-from setnet.spectral.example import (
+from examples.spectral_pruning import (
     build_network, main, make_signals, mixed_input_check, pruned_copy, pruning_plans, run,
 )
+from setnet.spectral import decompose
 
 
 def test_signals_have_a_flat_spectrum_and_low_frequency_labels():
@@ -22,6 +23,7 @@ def test_signals_have_a_flat_spectrum_and_low_frequency_labels():
     np.testing.assert_array_equal(np.argmax(spec, axis=1), y)
 
 
+@pytest.mark.slow
 def test_tiny_run(tmp_path):
     results = run(tmp_path, n=8, channels=4, depth=2, train_size=256, test_size=128, epochs=1, seeds=(0,),
                   verbose=False)
