@@ -46,14 +46,14 @@ train: $(STAMP)
 bench: bench-symmetry bench-input bench-layers
 
 bench-symmetry: $(STAMP)  ## orbit colors: engine time per group and map vs the null-space method (docs/symmetry.md)
-	$(PY) -m setnet.symmetry.bench
+	$(PY) -m benchmarks.bench_symmetry $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
 
 .PHONY: spectral-example
-spectral-example: $(STAMP)  ## seed 001: C_16 network spectrum and frequency pruning (docs/spectral.md)
-	$(PY) -m setnet.spectral.example --out runs/spectral-example
+spectral-example: $(STAMP)  ## C_16 network spectrum and frequency pruning, after Gibson, Tubbenhauer & Williamson (docs/spectral.md)
+	$(PY) -m examples.spectral_pruning --out runs/spectral-example $(ARGS)
 
 .PHONY: bench-input prepare
 bench-input: $(STAMP)  ## input pipeline examples/s vs the default model's training step (docs/datasets.md)
@@ -64,7 +64,7 @@ prepare: $(STAMP)  ## make prepare DATASET=modelnet40 [ARGS="--manual-dir DIR --
 
 .PHONY: bench-layers
 bench-layers: $(STAMP)  ## equivariant layers: fwd+bwd time and peak memory vs TiedEquivariantDense and Dense (docs/layers.md)
-	$(PY) -m setnet.layers.bench $(ARGS)
+	$(PY) -m benchmarks.bench_layers $(ARGS)
 
 .PHONY: serve serve-docker bench-serve
 EXPORTS    ?= exports
@@ -84,7 +84,7 @@ bench-serve: $(STAMP)  ## REST (embedded server) vs in-process SavedModel: req/s
 
 .PHONY: bench-teleport
 bench-teleport: $(STAMP)  ## symmetry teleportation vs plain training, SGD/AdaGrad/Adam x 3 seeds (docs/teleport.md)
-	$(PY) -m setnet.teleport.experiment $(ARGS)
+	$(PY) -m examples.teleport_study $(ARGS)
 
 .PHONY: bench-train bench-accuracy
 bench-train: $(STAMP)  ## training clouds/s at 1024 points: linear & quadratic setnet vs PointNet, XLA on/off (docs/training.md)
