@@ -18,6 +18,11 @@ class ServerProcess:
     say (``--port 0`` picks a free port), logs to ``work_dir/server.log``; `wait_ready` returns its
     URL once it serves; leaving the ``with`` block stops it.
 
+    Args:
+        args: flags of `python -m serving.server` (``--ready-file`` is added).
+        work_dir: existing folder for ``ready.json`` and ``server.log``.
+        env: extra environment variables for the child.
+
     Example (needs an export under exports/m)::
 
         with ServerProcess(["--model-name", "m", "--model-base-path", "exports/m", "--port", "0"], work) as server:
