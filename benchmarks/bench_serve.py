@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from serving.client import _encode, make_http_client
-    from serving.export import export_model, list_versions
+    from pipelines.export import export_model, list_versions
     from serving.server.process import ServerProcess
 
     tmp = tempfile.TemporaryDirectory()

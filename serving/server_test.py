@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.export import export_model
+from pipelines.export import export_model
 from serving.server.app import create_app
 from serving.server.config import Limits, ModelConfig
 from serving.server.servable import PREDICT_METHOD, LoadedVersion, Signature, TensorSpec

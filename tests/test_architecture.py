@@ -22,7 +22,7 @@ ALLOWED = {
 # The library's own third-party imports: anything else must be imported lazily inside a function
 # (and documented as an optional extra), never at module level.
 LIBRARY_THIRD_PARTY = {"numpy", "scipy", "keras", "tensorflow"}
-TEST_SUPPORT = ("tests", "serving.testing", "setnet.teleport.testing")
+TEST_SUPPORT = ("tests", "setnet.teleport.testing")
 
 
 def is_test_file(path: pathlib.Path) -> bool:
@@ -95,7 +95,7 @@ def test_the_checks_see_the_tree(package):
 # installed (keras.src.visualization, keras.src.wrappers), so their presence in sys.modules says
 # nothing about setnet; the second test proves the library works with all of them absent.
 APPLICATION_ONLY = ["mlflow", "starlette", "uvicorn", "tensorflow_datasets", "optuna", "orjson",
-                    "httpx", "yaml", "h5py", "tqdm", "pipelines", "serving"]
+                    "httpx", "yaml", "tqdm", "pipelines", "serving"]
 ABSENT_IN_A_LEAN_INSTALL = APPLICATION_ONLY + ["matplotlib", "sklearn", "pandas", "PIL"]
 CORE_IMPORT = "import setnet.layers, setnet.symmetry, setnet.models\n"
 

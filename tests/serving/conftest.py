@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from serving.client import ServingClient
-from serving.invariance import format_summary
+from setnet.invariance import format_summary
 from serving.server.process import ServerProcess
 from tests.support.serving import tiny_classifier, train_tiny
 
@@ -81,7 +81,7 @@ def endpoint(request, tmp_path_factory):
     try:
         import tensorflow as tf
 
-        from serving.export import export_model
+        from pipelines.export import export_model
 
         paths = {}
         for version, seed in ((1, 11), (2, 12)):

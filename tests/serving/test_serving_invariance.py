@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pytest
 
-from serving import invariance as inv
+from setnet import invariance as inv
 
 # Every test here talks to a server process (the embedded one unless --serving-url).
 pytestmark = pytest.mark.slow

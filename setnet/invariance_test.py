@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serving import invariance as inv
+from setnet import invariance as inv
 
 RNG = np.random.default_rng(1)
 W = RNG.normal(size=(3, 5))

@@ -1,7 +1,7 @@
 """Permutation-invariance checks for anything that maps point clouds to class probabilities.
 
 The same checks run in three places: in process before an export is written
-(`serving.export.export_model`), against a REST endpoint in the serving test suite
+(`pipelines.export.export_model`), against a REST endpoint in the serving test suite
 (`tests/serving/`), and from training, which logs the summary dict to MLflow. So the
 functions here take a plain `predict_fn(points) -> probabilities` and know nothing about
 TensorFlow or HTTP.

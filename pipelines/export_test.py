@@ -1,11 +1,11 @@
-"""Tests of serving.export: layout, signatures, checks before publishing, atomic versions."""
+"""Tests of pipelines.export: layout, signatures, checks before publishing, atomic versions."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from serving import export as ex
+from pipelines import export as ex
 from tests.support.serving import tiny_classifier, train_tiny
 
 CLASSES = ["alpha", "beta", "gamma"]

@@ -42,7 +42,7 @@ from typing import Sequence
 
 import numpy as np
 
-from serving import invariance as inv
+from setnet import invariance as inv
 
 CLASS_NAMES_FILE = "class_names.txt"
 SUMMARY_FILE = "export.json"
