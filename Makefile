@@ -16,7 +16,7 @@ export PYTHONUNBUFFERED = 1
 
 help:
 	@echo "make test                 install on first use, then run the test suite"
-	@echo "make train [CONFIG=...]   install on first use, then train (default: $(CONFIG))"
+	@echo "make train [CONFIG=...]   install on first use, then train (default: $(CONFIG)); ARGS=\"--set KEY=VALUE ...\" passes flags on"
 	@echo "make bench                every benchmark table (bench-symmetry, ...)"
 	@echo "make install [TF=gpu]     create $(VENV) and install setnet with its dependencies"
 	@echo
@@ -41,7 +41,7 @@ test-fast: $(STAMP)  ## the suite without the slow tests (processes, servers, wh
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 train: $(STAMP)
-	$(PY) -m pipelines.train --config $(CONFIG)
+	$(PY) -m pipelines.train --config $(CONFIG) $(ARGS)
 
 bench: bench-symmetry bench-input bench-layers
 
@@ -57,7 +57,7 @@ spectral-example: $(STAMP)  ## C_16 network spectrum and frequency pruning, afte
 
 .PHONY: bench-input prepare
 bench-input: $(STAMP)  ## input pipeline examples/s vs the default model's training step (docs/datasets.md)
-	$(PY) -m pipelines.bench_input
+	$(PY) -m benchmarks.bench_input $(ARGS)
 
 prepare: $(STAMP)  ## make prepare DATASET=modelnet40 [ARGS="--manual-dir DIR --allow-partial"]
 	$(PY) -m pipelines.prepare $(DATASET) $(ARGS)
@@ -88,10 +88,10 @@ bench-teleport: $(STAMP)  ## symmetry teleportation vs plain training, SGD/AdaGr
 
 .PHONY: bench-train bench-accuracy
 bench-train: $(STAMP)  ## training clouds/s at 1024 points: linear & quadratic setnet vs PointNet, XLA on/off (docs/training.md)
-	$(PY) -m pipelines.bench_train $(ARGS)
+	$(PY) -m benchmarks.bench_train $(ARGS)
 
 bench-accuracy: $(STAMP)  ## test accuracy, minutes and hardware: default config, digits, ModelNet40 where present (long)
-	$(PY) -m pipelines.bench_accuracy $(ARGS)
+	$(PY) -m benchmarks.bench_accuracy $(ARGS)
 
 .PHONY: compare mlflow-ui
 EXPERIMENT  ?=

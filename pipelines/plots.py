@@ -5,11 +5,15 @@ from __future__ import annotations
 import pathlib
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+# Figures made directly (not through pyplot) render with Agg on any machine, need no display and
+# no global backend choice, and are freed with the object instead of by plt.close.
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def _subplots(figsize, *grid):
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid)
 
 
 def learning_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
@@ -18,7 +22,7 @@ def learning_curves(history: Sequence[dict], path: str | pathlib.Path, title: st
 
     epochs = np.arange(1, len(history) + 1)
     with_lr = bool(history) and all("lr" in h for h in history)
-    fig, axes = plt.subplots(1, 3 if with_lr else 2, figsize=(15 if with_lr else 10, 4))
+    fig, axes = _subplots((15 if with_lr else 10, 4), 1, 3 if with_lr else 2)
     if with_lr:
         axes[2].plot(epochs, [h["lr"] for h in history], "o-", color="C2")
         axes[2].set_xlabel("epoch")
@@ -39,7 +43,6 @@ def learning_curves(history: Sequence[dict], path: str | pathlib.Path, title: st
     fig.tight_layout()
     path = pathlib.Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -64,7 +67,7 @@ def confusion_matrix(labels, predictions, class_names: Sequence[str], path: str 
     counts = confusion_counts(labels, predictions, k)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1)
     size = max(5.0, 0.28 * k + 2)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
+    fig, ax = _subplots((size + 1, size))
     im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(k), class_names, rotation=90, fontsize=8 if k > 12 else 10)
     ax.set_yticks(range(k), class_names, fontsize=8 if k > 12 else 10)
@@ -82,7 +85,6 @@ def confusion_matrix(labels, predictions, class_names: Sequence[str], path: str 
     fig.tight_layout()
     path = pathlib.Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -97,7 +99,7 @@ def comparison(rows: Sequence[dict], curves: dict[str, Sequence[float]], path: s
     ncol = 2 if len(rows) > 4 else 1
     legend_inches = 0.2 * -(-len(rows) // ncol) + 0.25
     height = 4.5 + legend_inches
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, height))
+    fig, (left, right) = _subplots((12, height), 1, 2)
     handles = []
     for i, row in enumerate(rows):
         color = f"C{i % 10}"
@@ -124,5 +126,4 @@ def comparison(rows: Sequence[dict], curves: dict[str, Sequence[float]], path: s
     fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
     path = pathlib.Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

@@ -24,11 +24,9 @@ import sys
 import time
 from typing import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from pipelines import config as config_lib  # noqa: E402
-from pipelines.config import ConfigError  # noqa: E402
-from pipelines.tracking import read_json, write_json  # noqa: E402
+from pipelines import config as config_lib
+from pipelines.config import Config, ConfigError
+from pipelines.tracking import read_json, write_json
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Keys that change where or how a run is reported, not what it trains: left out of the run's name.
@@ -38,20 +36,18 @@ _NOT_IN_NAME = ("run_name", "runs_dir", "train.resume", "train.log_every", "mlfl
 # --------------------------------------------------------------------------- run folder
 
 
-def config_digest(cfg: dict) -> str:
+def config_digest(cfg: Config) -> str:
     flat = {k: v for k, v in config_lib.flatten(cfg).items()
             if not any(k == p or (p.endswith(".") and k.startswith(p)) for p in _NOT_IN_NAME)}
     return hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-def default_run_name(cfg: dict) -> str:
-    model = cfg["model"]
-    if model["type"] == "pointnet":
+def default_run_name(cfg: Config) -> str:
+    if cfg.model.type == "pointnet":
         arch = "pointnet"
     else:
-        kinds = [b["kind"][0] for b in model["blocks"]]  # l / q / f per block
-        arch = "setnet-" + "".join(kinds)
-    data = cfg["data"]["name"].replace("/", "-")
+        arch = "setnet-" + "".join(b.kind[0] for b in cfg.model.blocks)  # l / q / f per block
+    data = cfg.data.name.replace("/", "-")
     return f"{data}-{arch}-{config_digest(cfg)}"
 
 
@@ -59,16 +55,16 @@ def _history(run_dir: pathlib.Path) -> dict | None:
     return read_json(run_dir / "history.json")
 
 
-def resolve_run_dir(cfg: dict) -> tuple[pathlib.Path, bool]:
+def resolve_run_dir(cfg: Config) -> tuple[pathlib.Path, bool]:
     """(run folder, resuming?). The first folder of this name that is not finished is resumed."""
-    base = pathlib.Path(cfg["runs_dir"]) / cfg["experiment"] / (cfg["run_name"] or default_run_name(cfg))
+    base = pathlib.Path(cfg.runs_dir) / cfg.experiment / (cfg.run_name or default_run_name(cfg))
     candidate, i = base, 1
     while True:
         hist = _history(candidate)
         exists = candidate.exists() and any(candidate.iterdir())
         if not exists:
             return candidate, False
-        if cfg["train"]["resume"] == "auto" and not (hist or {}).get("completed"):
+        if cfg.train.resume == "auto" and not (hist or {}).get("completed"):
             return candidate, True
         i += 1
         candidate = base.with_name(f"{base.name}-{i}")
@@ -97,13 +93,13 @@ def hardware() -> str:
 # --------------------------------------------------------------------------- pieces
 
 
-def make_optimizer(train_cfg: dict, steps_per_epoch: int):
+def make_optimizer(train_cfg: config_lib.TrainConfig, steps_per_epoch: int):
     import keras
 
-    lr = train_cfg["learning_rate"]
-    total = max(1, train_cfg["epochs"] * steps_per_epoch)
-    warmup = train_cfg["warmup_epochs"] * steps_per_epoch
-    if train_cfg["schedule"] == "cosine":
+    lr = train_cfg.learning_rate
+    total = max(1, train_cfg.epochs * steps_per_epoch)
+    warmup = train_cfg.warmup_epochs * steps_per_epoch
+    if train_cfg.schedule == "cosine":
         if warmup:
             schedule = keras.optimizers.schedules.CosineDecay(
                 lr * 0.01, decay_steps=max(1, total - warmup), warmup_target=lr, warmup_steps=warmup)
@@ -111,12 +107,12 @@ def make_optimizer(train_cfg: dict, steps_per_epoch: int):
             schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=total)
     else:
         schedule = lr
-    name = train_cfg["optimizer"]
+    name = train_cfg.optimizer
     if name == "adam":
         return keras.optimizers.Adam(schedule)
     if name == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=train_cfg["weight_decay"])
-    return keras.optimizers.SGD(schedule, momentum=train_cfg["momentum"], nesterov=True)
+        return keras.optimizers.AdamW(schedule, weight_decay=train_cfg.weight_decay)
+    return keras.optimizers.SGD(schedule, momentum=train_cfg.momentum, nesterov=True)
 
 
 def _callbacks(run_dir, ckpt, manager, history_doc, tracker, printer):
@@ -149,14 +145,14 @@ def _optional_callbacks(cfg, train_ds, val_ds, optimizer, run_dir, tracker, chie
     import keras
 
     out = []
-    tele_cfg = cfg["train"]["teleport"]
-    if tele_cfg["enabled"]:
+    tele_cfg = cfg.train.teleport
+    if tele_cfg.enabled:
         from setnet.teleport import TeleportCallback
 
         # The loop's own loss (labels are class ids, the model returns logits) and optimizer, whose
         # state the teleport maps along; batches come from the plain (undistributed) training set.
         teleport = TeleportCallback.from_config_section(
-            tele_cfg, train_ds, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            tele_cfg.to_dict(), train_ds, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             optimizer=optimizer, verbose=1 if chief else 0)
         out.append(teleport)
 
@@ -175,8 +171,8 @@ def _optional_callbacks(cfg, train_ds, val_ds, optimizer, run_dir, tracker, chie
                 self.logged = len(teleport.history)
 
         out.append(TeleportLogger())
-    spec_cfg = cfg["spectrum"]
-    if spec_cfg["enabled"] and chief:
+    spec_cfg = cfg.spectrum
+    if spec_cfg.enabled and chief:
         from setnet.spectral.spectrum import network_spectrum, spectrum_metrics, spectrum_table, \
             write_spectrum_artifacts
 
@@ -185,7 +181,7 @@ def _optional_callbacks(cfg, train_ds, val_ds, optimizer, run_dir, tracker, chie
             epochs (or once at the end); metrics and the table/PNG go through the Tracker."""
 
             def _measure(self, epoch_done: int):
-                spectrum = network_spectrum(self.model, val_ds, max_batches=spec_cfg["max_batches"], progress=False)
+                spectrum = network_spectrum(self.model, val_ds, max_batches=spec_cfg.max_batches, progress=False)
                 folder = run_dir / "spectrum" / f"epoch_{epoch_done}"
                 write_spectrum_artifacts(spectrum, folder, title=f"{run_dir.name}: epoch {epoch_done}")
                 say(f"network spectrum after epoch {epoch_done} ({folder}):\n{spectrum_table(spectrum)}")
@@ -195,12 +191,12 @@ def _optional_callbacks(cfg, train_ds, val_ds, optimizer, run_dir, tracker, chie
 
             def on_epoch_end(self, epoch, logs=None):
                 self.last = epoch + 1
-                if spec_cfg["every"] and (epoch + 1) % spec_cfg["every"] == 0:
+                if spec_cfg.every and (epoch + 1) % spec_cfg.every == 0:
                     self._measure(epoch + 1)
 
             def on_train_end(self, logs=None):
                 last = getattr(self, "last", None)
-                if not spec_cfg["every"] and last is not None:
+                if not spec_cfg.every and last is not None:
                     self._measure(last)
 
         out.append(SpectrumLogger())
@@ -226,11 +222,11 @@ class _Checkpoints:
         return self.manager.latest_checkpoint
 
 
-def _split_size(name: str, split: str, data: dict) -> int:
+def _split_size(name: str, split: str, data: config_lib.DataConfig) -> int:
     from pipelines import datasets
 
-    builder = datasets.load_prepared(name, data_dir=data["data_dir"], manual_dir=data["manual_dir"],
-                                     allow_partial=data["allow_partial"])
+    builder = datasets.load_prepared(name, data_dir=data.data_dir, manual_dir=data.manual_dir,
+                                     allow_partial=data.allow_partial)
     try:
         return int(builder.info.splits[split].num_examples)
     except (KeyError, ValueError) as e:
@@ -241,7 +237,7 @@ def _split_size(name: str, split: str, data: dict) -> int:
 # --------------------------------------------------------------------------- training
 
 
-def train(cfg: dict, *, callbacks=(), printer: Callable[[str], None] = print) -> dict:
+def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) -> dict:
     """Run one training job from a resolved config (see `pipelines.config.load_config`).
 
     Returns:
@@ -257,36 +253,37 @@ def train(cfg: dict, *, callbacks=(), printer: Callable[[str], None] = print) ->
     from setnet.models import build_classifier
 
     t_start = time.time()
-    data, tcfg = cfg["data"], cfg["train"]
-    strategy = distribute.make_strategy(tcfg["strategy"])
+    data, tcfg = cfg.data, cfg.train
+    strategy = distribute.make_strategy(tcfg.strategy)
     task = distribute.task(strategy)
     say = printer if task.chief else (lambda *_: None)
-    keras.utils.set_random_seed(cfg["seed"])
+    keras.utils.set_random_seed(cfg.seed)
 
-    info = dataset_info(data["name"], data_dir=data["data_dir"], manual_dir=data["manual_dir"],
-                        allow_partial=data["allow_partial"])
-    sizes = {s: _split_size(data["name"], data[s + "_split"], data) for s in ("train", "val", "test")}
-    batch = data["batch_size"]
+    info = dataset_info(data.name, data_dir=data.data_dir, manual_dir=data.manual_dir,
+                        allow_partial=data.allow_partial)
+    splits = {"train": data.train_split, "val": data.val_split, "test": data.test_split}
+    sizes = {s: _split_size(data.name, split, data) for s, split in splits.items()}
+    batch = data.batch_size
     if batch % strategy.num_replicas_in_sync:
         raise ConfigError(f"data.batch_size ({batch}) is the global batch and must be divisible by the "
                           f"{strategy.num_replicas_in_sync} replicas")
     if sizes["train"] < batch:
         raise ConfigError(f"data.batch_size ({batch}) is larger than the training split "
                           f"({sizes['train']} examples)")
-    train_steps = loop.steps_for(sizes["train"], batch, True, tcfg["steps_per_epoch"])
+    train_steps = loop.steps_for(sizes["train"], batch, True, tcfg.steps_per_epoch)
 
     def dataset(split_key, training):
-        ds = make_dataset(data["name"], data[split_key + "_split"], num_points=data["num_points"],
-                          batch_size=batch, training=training, augment=data["augment"] if training else None,
-                          seed=cfg["seed"], data_dir=data["data_dir"], manual_dir=data["manual_dir"],
-                          allow_partial=data["allow_partial"], strategy=strategy, cache=data["cache"])
-        return loop.prepare(ds, batch_size=batch, training=training, buckets=data["buckets"],
+        ds = make_dataset(data.name, splits[split_key], num_points=data.num_points,
+                          batch_size=batch, training=training, augment=data.augment if training else None,
+                          seed=cfg.seed, data_dir=data.data_dir, manual_dir=data.manual_dir,
+                          allow_partial=data.allow_partial, strategy=strategy, cache=data.cache)
+        return loop.prepare(ds, batch_size=batch, training=training, buckets=list(data.buckets),
                             steps=train_steps if training else None, strategy=strategy)
 
     train_ds, val_ds, test_ds = dataset("train", True), dataset("val", False), dataset("test", False)
 
     with strategy.scope():
-        model = build_classifier(cfg["model"], num_classes=info["num_classes"])
+        model = build_classifier(cfg.model, num_classes=info["num_classes"])
         optimizer = make_optimizer(tcfg, train_steps)
         optimizer.build(model.trainable_variables)
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
@@ -302,29 +299,28 @@ def train(cfg: dict, *, callbacks=(), printer: Callable[[str], None] = print) ->
         initial_epoch = int(epoch_var.numpy())
         previous = _history(run_dir) or {}
         history_doc["epochs"] = list(previous.get("epochs", []))[:initial_epoch]
-        say(f"Resuming {run_dir} after epoch {initial_epoch}/{tcfg['epochs']} ({manager.latest})")
+        say(f"Resuming {run_dir} after epoch {initial_epoch}/{tcfg.epochs} ({manager.latest})")
     elif resuming:
         say(f"{run_dir} has no checkpoint yet; starting it from scratch")
     if task.chief:
         (run_dir / "config.yaml").write_text(config_lib.dump(cfg))
 
-    say(f"setnet: {info['num_classes']}-class {data['name']} (v{info['version']}): "
-        f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test sets of {data['num_points']} points; "
+    say(f"setnet: {info['num_classes']}-class {data.name} (v{info['version']}): "
+        f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test sets of {data.num_points} points; "
         f"{model.name} with {model.count_params():,} parameters; {distribute.describe(strategy)}; "
-        f"XLA {'on' if tcfg['xla'] else 'off'}; run folder {run_dir}")
+        f"XLA {'on' if tcfg.xla else 'off'}; run folder {run_dir}")
 
     tracker = None
-    if cfg["mlflow"]["enabled"] and task.chief:
+    if cfg.mlflow.enabled and task.chief:
         from pipelines import tracking
 
-        uri = tracking.resolve_tracking_uri(cfg["mlflow"]["tracking_uri"], cfg["runs_dir"])
-        tracker = tracking.Tracker(uri, cfg["experiment"], run_dir.name, run_dir,
-                                   artifact_root=tracking.local_artifact_root(uri, cfg["runs_dir"]), printer=say)
+        uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, cfg.runs_dir)
+        tracker = tracking.Tracker(uri, cfg.experiment, run_dir.name, run_dir,
+                                   artifact_root=tracking.local_artifact_root(uri, cfg.runs_dir), printer=say)
         commit, dirty = git_commit()
-        tracker.log_params({**config_lib.flatten({k: v for k, v in cfg.items() if k != "extends"}),
-                            "model.parameters": model.count_params()})
+        tracker.log_params({**config_lib.flatten(cfg), "model.parameters": model.count_params()})
         tracker.set_tags({"mlflow.source.git.commit": commit, "git.dirty": dirty,
-                          "dataset.name": data["name"], "dataset.version": info["version"],
+                          "dataset.name": data.name, "dataset.version": info["version"],
                           "dataset.train_examples": sizes["train"], "model.name": model.name,
                           "strategy": distribute.describe(strategy), "hardware": hardware(),
                           "tensorflow": tf.__version__, "keras": keras.__version__})
@@ -333,16 +329,16 @@ def train(cfg: dict, *, callbacks=(), printer: Callable[[str], None] = print) ->
         tracker.log_artifact(run_dir / "config.yaml", "config")
         tracker.flush()
         if tracker.run_id:
-            say(f"MLflow: run {tracker.run_id} in experiment {cfg['experiment']!r} at {uri}")
+            say(f"MLflow: run {tracker.run_id} in experiment {cfg.experiment!r} at {uri}")
 
-    trainer = loop.Trainer(model, optimizer, strategy, xla=tcfg["xla"], label_smoothing=tcfg["label_smoothing"])
+    trainer = loop.Trainer(model, optimizer, strategy, xla=tcfg.xla, label_smoothing=tcfg.label_smoothing)
     cbs = (_callbacks(run_dir, ckpt, manager, history_doc, tracker, say)
            + _optional_callbacks(cfg, train_ds, val_ds, optimizer, run_dir, tracker, task.chief, say)
            + list(callbacks))
     status = "FAILED"
     try:
-        trainer.fit(train_ds, val_ds, epochs=tcfg["epochs"], initial_epoch=initial_epoch, train_steps=train_steps,
-                    callbacks=cbs, log_every=tcfg["log_every"])
+        trainer.fit(train_ds, val_ds, epochs=tcfg.epochs, initial_epoch=initial_epoch, train_steps=train_steps,
+                    callbacks=cbs, log_every=tcfg.log_every)
         history = history_doc["epochs"]
 
         test = trainer.evaluate(trainer.distribute(test_ds), collect=True)
@@ -357,13 +353,13 @@ def train(cfg: dict, *, callbacks=(), printer: Callable[[str], None] = print) ->
                      "wall_minutes": minutes}
             curves = plots.learning_curves(history, run_dir / "learning_curves.png", title=run_dir.name)
             confusion = plots.confusion_matrix(test["labels"], test["predictions"], info["class_names"],
-                                               run_dir / "confusion_matrix.png", title=f"{data['test_split']}:")
+                                               run_dir / "confusion_matrix.png", title=f"{data.test_split}:")
             (run_dir / "model_summary.txt").write_text(_summary(model))
             if tracker:
                 tracker.log_metrics(final, step=len(history))
                 for path in (curves, confusion, run_dir / "model_summary.txt", run_dir / "history.json"):
                     tracker.log_artifact(path, "plots" if path.suffix == ".png" else None)
-            if cfg["export"]["enabled"]:
+            if cfg.export.enabled:
                 result["export_path"] = str(_export(cfg, model, info, test_ds, tracker, say,
                                                     test={"accuracy": test["accuracy"], "loss": test["loss"]}))
         history_doc["completed"] = True
@@ -379,7 +375,7 @@ def train(cfg: dict, *, callbacks=(), printer: Callable[[str], None] = print) ->
                 # An exception: the run can be resumed, so the MLflow run is marked failed only for now.
                 tracker.finish("FAILED")
     say(f"test accuracy: {result['test_accuracy']:.4f} (loss {result['test_loss']:.4f}) on "
-        f"{test['examples']} {data['name']} {data['test_split']} sets; chance {1 / info['num_classes']:.3f}; "
+        f"{test['examples']} {data.name} {data.test_split} sets; chance {1 / info['num_classes']:.3f}; "
         f"{(time.time() - t_start) / 60:.1f} min")
     return result
 
@@ -392,24 +388,24 @@ def _summary(model) -> str:
 
 def _export(cfg, model, info, test_ds, tracker, say, test):
     """Export a one-device copy of the trained model (no distributed variables in the SavedModel),
-    checked for permutation invariance on real test clouds by serving.export."""
+    checked for permutation invariance on real test clouds by pipelines.export."""
     import numpy as np
 
-    from serving.export import export_model, read_export_summary
+    from pipelines.export import export_model, read_export_summary
     from setnet.models import build_classifier
 
-    clone = build_classifier(cfg["model"], num_classes=info["num_classes"])
+    clone = build_classifier(cfg.model, num_classes=info["num_classes"])
     clone.set_weights(model.get_weights())
     clouds = []
     for features, _, weights in test_ds:
         pts, mask, w = features["points"].numpy(), features["mask"].numpy(), weights.numpy()
         clouds += [p[m] for p, m, keep in zip(pts, mask, w) if keep > 0]
-        if len(clouds) >= cfg["export"]["invariance_clouds"]:
+        if len(clouds) >= cfg.export.invariance_clouds:
             break
-    clouds = [np.asarray(c, np.float32) for c in clouds[: cfg["export"]["invariance_clouds"]]]
-    name = cfg["export"]["model_name"] or cfg["experiment"]
-    path = export_model(clone, cfg["export"]["root"], name, info["class_names"], check_invariance=True,
-                        check_clouds=clouds, permutations=cfg["export"]["invariance_permutations"], seed=cfg["seed"])
+    clouds = [np.asarray(c, np.float32) for c in clouds[: cfg.export.invariance_clouds]]
+    name = cfg.export.model_name or cfg.experiment
+    path = export_model(clone, cfg.export.root, name, info["class_names"], check_invariance=True,
+                        check_clouds=clouds, permutations=cfg.export.invariance_permutations, seed=cfg.seed)
     summary = read_export_summary(path)
     inv, pad = summary.get("invariance", {}), summary.get("masked_padding", {})
     say(f"exported {path}: permutation invariance {'passed' if inv.get('passed') else 'FAILED'} "
@@ -420,18 +416,18 @@ def _export(cfg, model, info, test_ds, tracker, say, test):
         write_json(run_dir / "invariance.json", {"export": str(path), "invariance": inv, "masked_padding": pad})
         tracker.log_metrics({"export_invariance_max_abs_deviation": inv.get("max_abs_deviation", float("nan")),
                              "export_padding_max_abs_deviation": pad.get("max_abs_deviation", float("nan"))},
-                            step=cfg["train"]["epochs"])
+                            step=cfg.train.epochs)
         tracker.set_tags({"export.path": str(path), "export.version": path.name,
                           "export.invariance_passed": inv.get("passed")})
         tracker.log_artifact(run_dir / "invariance.json")
         tracker.log_artifact(path, f"export/{path.name}")
-        if cfg["mlflow"]["registered_model"]:
+        if cfg.mlflow.registered_model:
             from pipelines.registry import version_tags
 
             commit, dirty = git_commit()
-            tracker.register_model(cfg["mlflow"]["registered_model"], f"export/{path.name}", version_tags(
-                commit=commit, dirty=dirty, dataset=cfg["data"]["name"], dataset_version=info["version"],
-                test=test, invariance=inv, padding=pad, export_path=str(path), experiment=cfg["experiment"]))
+            tracker.register_model(cfg.mlflow.registered_model, f"export/{path.name}", version_tags(
+                commit=commit, dirty=dirty, dataset=cfg.data.name, dataset_version=info["version"],
+                test=test, invariance=inv, padding=pad, export_path=str(path), experiment=cfg.experiment))
     return path
 
 

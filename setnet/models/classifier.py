@@ -4,7 +4,7 @@ A point set enters as ``points`` (B, N, 3) with a boolean ``mask`` (B, N) that
 marks real points; padded points never influence the logits, so a padded
 batch gives the same answers as the unpadded sets (up to float rounding).
 
-Blocks (``config["blocks"]``, in order), each ``layer -> SetNormalization ->
+Blocks (`ModelConfig.blocks`, in order; setnet/models/config.py), each ``layer -> SetNormalization ->
 activation -> dropout``:
 
 - ``linear``: `PermEquivariantLinear` (y = xΛ + pool(x)Γ + b).
@@ -30,7 +30,6 @@ invariant, so the classifier is permutation invariant.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Mapping
 
 import keras
@@ -42,92 +41,44 @@ from setnet.layers import (
     PermEquivariantQuadratic,
     SetNormalization,
 )
-
-# Defaults mirror pipelines/config.py's "model" section (a test keeps them in step).
-MODEL_DEFAULTS: dict[str, Any] = {
-    "type": "setnet",
-    "num_classes": None,
-    "blocks": [{"kind": "linear", "units": 64}, {"kind": "linear", "units": 128}],
-    "global_pool": "max",
-    "head": [128],
-    "head_dropout": 0.3,
-    "l2": 0.0,
-    "norm_momentum": 0.9,
-    "input_norm": "center_scale",
-    "radius_feature": True,
-}
-BLOCK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "common": {"kind": "linear", "units": 64, "pooling": "mean", "activation": "relu",
-               "normalization": True, "dropout": 0.0},
-    "linear": {},
-    "quadratic": {"symmetric": True, "rank": None},
-    "folded": {"group": "hyperoctahedral", "order": "linear"},
-}
+from setnet.config import ConfigError
+from setnet.models.config import Block, ModelConfig
 
 
-def _unknown(key: str, valid, where: str) -> ValueError:
-    near = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
-    hint = f"; did you mean {near[0]!r}?" if near else ""
-    return ValueError(f"{where}: unknown key {key!r}{hint} (valid: {', '.join(valid)})")
+def resolve_model_config(config: ModelConfig | Mapping[str, Any] | None,
+                         num_classes: int | None = None) -> tuple[ModelConfig, int]:
+    """(model config, number of classes) from a `ModelConfig` or a mapping of its keys.
 
-
-def resolve_model_config(config: Mapping[str, Any], num_classes: int | None = None) -> dict:
-    """The model section with defaults filled in; accepts a whole training config too.
-
-    Args:
-        config: the ``model`` mapping (keys of `MODEL_DEFAULTS`), or a full training config with a
-            ``model`` section.
-        num_classes: overrides ``config["num_classes"]``.
+    A mapping may also carry ``num_classes`` (the argument wins when both are given).
     """
-    if "model" in config and isinstance(config["model"], Mapping):
-        config = config["model"]
-    out = dict(MODEL_DEFAULTS)
-    for key, value in config.items():
-        if key not in MODEL_DEFAULTS:
-            raise _unknown(key, MODEL_DEFAULTS, "model config")
-        out[key] = value
-    if num_classes is not None:
-        out["num_classes"] = num_classes
-    if not isinstance(out["num_classes"], int) or out["num_classes"] < 2:
-        raise ValueError(f"model config: num_classes must be an integer >= 2, got {out['num_classes']!r}")
-    blocks = []
-    for i, block in enumerate(out["blocks"]):
-        kind = block.get("kind", "linear")
-        if kind not in ("linear", "quadratic", "folded"):
-            raise ValueError(f"model config: blocks[{i}].kind must be linear, quadratic or folded, got {kind!r}")
-        valid = {**BLOCK_DEFAULTS["common"], **BLOCK_DEFAULTS[kind]}
-        for key in block:
-            if key not in valid:
-                raise _unknown(key, valid, f"model config blocks[{i}] ({kind})")
-        blocks.append({**valid, **block})
-    if not blocks:
-        raise ValueError("model config: blocks must list at least one block")
-    if blocks[0]["kind"] == "folded":
-        raise ValueError("model config: blocks[0] cannot be folded (it pairs its input with the previous block's)")
-    out["blocks"] = blocks
-    return out
+    if config is None or isinstance(config, Mapping):
+        config = dict(config or {})
+        from_mapping = config.pop("num_classes", None)
+        num_classes = from_mapping if num_classes is None else num_classes
+        config = ModelConfig.from_dict(config, source="the model config")
+    elif not isinstance(config, ModelConfig):
+        raise TypeError(f"build_classifier: config must be a ModelConfig or a mapping, got {type(config).__name__}")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"num_classes: must be an integer >= 2, got {num_classes!r}")
+    return config, num_classes
 
 
 def _activation(name: str):
     return None if name == "linear" else name
 
 
-def _equivariant_layer(block: dict, index: int, regularizer):
-    kind, name = block["kind"], f"block{index}_{block['kind']}"
+def _equivariant_layer(block: Block, index: int, regularizer):
+    name = f"block{index}_{block.kind}"
     # The bias is redundant when a normalisation follows (it subtracts the mean).
-    use_bias = not block["normalization"]
-    if kind == "linear":
-        return PermEquivariantLinear(block["units"], pooling=block["pooling"], use_bias=use_bias,
+    use_bias = not block.normalization
+    if block.kind == "linear":
+        return PermEquivariantLinear(block.units, pooling=block.pooling, use_bias=use_bias,
                                      kernel_regularizer=regularizer, name=name)
-    if kind == "quadratic":
-        if block["pooling"] == "max":
-            raise ValueError(f"model config: blocks[{index}] is quadratic, whose pooling must be sum or mean")
-        return PermEquivariantQuadratic(block["units"], symmetric=block["symmetric"], pooling=block["pooling"],
-                                        rank=block["rank"], use_bias=use_bias, kernel_regularizer=regularizer,
+    if block.kind == "quadratic":
+        return PermEquivariantQuadratic(block.units, symmetric=block.symmetric, pooling=block.pooling,
+                                        rank=block.rank, use_bias=use_bias, kernel_regularizer=regularizer,
                                         name=name)
-    if block["pooling"] == "max":
-        raise ValueError(f"model config: blocks[{index}] is folded, whose pooling must be sum or mean")
-    return FoldedEquivariant(block["units"], group=block["group"], order=block["order"], pooling=block["pooling"],
+    return FoldedEquivariant(block.units, group=block.group, order=block.order, pooling=block.pooling,
                              use_bias=use_bias, kernel_regularizer=regularizer, name=name)
 
 
@@ -155,36 +106,44 @@ def input_features(points, mask, norm: str = "center_scale", radius: bool = True
     return x
 
 
-def build_classifier(config: Mapping[str, Any], num_classes: int | None = None,
+def build_classifier(config: ModelConfig | Mapping[str, Any] | None = None, num_classes: int | None = None,
                      name: str = "setnet_classifier") -> keras.Model:
-    """A permutation-invariant set classifier (or the PointNet baseline) from a config.
+    """A permutation-invariant set classifier (or the PointNet baseline) from a model config.
 
     Args:
-        config: model section (see `MODEL_DEFAULTS`, `BLOCK_DEFAULTS` and docs/training.md) or a
-            whole training config. ``type: pointnet`` builds `setnet.models.build_pointnet`.
-        num_classes: number of classes (else ``config["num_classes"]``).
+        config: a `ModelConfig`, or a mapping of its keys (omitted keys take the defaults,
+            docs/training.md lists them; ``blocks`` as mappings with ``kind``). A mapping may
+            carry ``num_classes``. ``type: pointnet`` builds `setnet.models.build_pointnet`.
+        num_classes: number of classes (else the mapping's ``num_classes``).
         name: model name.
 
     Returns:
         Functional Keras model, inputs ``{"points": (None, None, 3) float32, "mask": (None, None) bool}``,
         output logits (batch, num_classes).
+
+    Raises:
+        ConfigError: an invalid key or value (the message names it), or no ``num_classes``.
+
+    Example:
+
+    >>> model = build_classifier(ModelConfig(blocks=[{"kind": "linear", "units": 8}], head=(8,)), num_classes=4)
+    >>> model.output.shape
+    (None, 4)
     """
-    cfg = resolve_model_config(config, num_classes)
-    if cfg["type"] == "pointnet":
+    cfg, num_classes = resolve_model_config(config, num_classes)
+    if cfg.type == "pointnet":
         from setnet.models.pointnet import build_pointnet
 
-        return build_pointnet(cfg["num_classes"], head_dropout=cfg["head_dropout"], name="pointnet")
-    if cfg["type"] != "setnet":
-        raise ValueError(f"model config: type must be setnet or pointnet, got {cfg['type']!r}")
-    regularizer = keras.regularizers.L2(cfg["l2"]) if cfg["l2"] else None
+        return build_pointnet(num_classes, head_dropout=cfg.head_dropout, name="pointnet")
+    regularizer = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
 
     points = keras.Input((None, 3), name="points")
     mask = keras.Input((None,), dtype="bool", name="mask")
-    x = input_features(points, mask, cfg["input_norm"], cfg["radius_feature"])
+    x = input_features(points, mask, cfg.input_norm, cfg.radius_feature)
     block_input = None
-    for i, block in enumerate(cfg["blocks"]):
+    for i, block in enumerate(cfg.blocks):
         layer = _equivariant_layer(block, i, regularizer)
-        if block["kind"] == "folded":
+        if block.kind == "folded":
             skip = block_input
             if skip.shape[-1] != x.shape[-1]:
                 # Pointwise and bias-free: equivariant, and padded points stay zero.
@@ -194,19 +153,19 @@ def build_classifier(config: Mapping[str, Any], num_classes: int | None = None,
             y = layer(paired, mask=paired_mask)
         else:
             y = layer(x, mask=mask)
-        if block["normalization"]:
-            y = SetNormalization(momentum=cfg["norm_momentum"], name=f"block{i}_norm")(y, mask=mask)
-        act = _activation(block["activation"])
+        if block.normalization:
+            y = SetNormalization(momentum=cfg.norm_momentum, name=f"block{i}_norm")(y, mask=mask)
+        act = _activation(block.activation)
         if act is not None:
             y = keras.layers.Activation(act, name=f"block{i}_{act}")(y)
-        if block["dropout"]:
-            y = keras.layers.Dropout(block["dropout"], name=f"block{i}_dropout")(y)
+        if block.dropout:
+            y = keras.layers.Dropout(block.dropout, name=f"block{i}_dropout")(y)
         block_input, x = x, y
 
-    h = MaskedGlobalPooling(cfg["global_pool"], name="pool")(x, mask=mask)
-    for j, units in enumerate(cfg["head"]):
+    h = MaskedGlobalPooling(cfg.global_pool, name="pool")(x, mask=mask)
+    for j, units in enumerate(cfg.head):
         h = keras.layers.Dense(units, activation="relu", kernel_regularizer=regularizer, name=f"head{j}")(h)
-        if cfg["head_dropout"]:
-            h = keras.layers.Dropout(cfg["head_dropout"], name=f"head{j}_dropout")(h)
-    logits = keras.layers.Dense(cfg["num_classes"], name="logits")(h)
+        if cfg.head_dropout:
+            h = keras.layers.Dropout(cfg.head_dropout, name=f"head{j}_dropout")(h)
+    logits = keras.layers.Dense(num_classes, name="logits")(h)
     return keras.Model({"points": points, "mask": mask}, logits, name=name)

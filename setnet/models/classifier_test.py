@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from setnet.models import BLOCK_DEFAULTS, MODEL_DEFAULTS, build_classifier, build_pointnet
+from setnet.config import ConfigError
+from setnet.models import ModelConfig, QuadraticBlock, build_classifier, build_pointnet
 
 # One model per block kind, tiny; built once (Keras model construction costs seconds on 2 cores).
 CONFIGS = {
@@ -97,40 +98,32 @@ def test_permutation_changes_answer_of_a_non_invariant_control():
 
 
 def test_config_errors_name_the_key():
-    with pytest.raises(ValueError, match=r"'unit'.*did you mean 'units'"):
+    with pytest.raises(ConfigError, match=r"blocks\[0\]: unknown key 'unit'.*did you mean 'units'"):
         build_classifier({"num_classes": 3, "blocks": [{"kind": "linear", "unit": 4}]})
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(ConfigError, match="num_classes: must be an integer >= 2, got None"):
         build_classifier({"blocks": [{"kind": "linear", "units": 4}]})
-    with pytest.raises(ValueError, match="cannot be folded"):
+    with pytest.raises(ConfigError, match=r"blocks\[0\]: a folded block .* cannot be the first block"):
         build_classifier({"num_classes": 3, "blocks": [{"kind": "folded", "units": 4}]})
-    with pytest.raises(ValueError, match="sum or mean"):
+    with pytest.raises(ConfigError, match=r"blocks\[0\].pooling: a quadratic block pools with sum or mean"):
         build_classifier({"num_classes": 3, "blocks": [{"kind": "quadratic", "units": 4, "pooling": "max"}]})
+    with pytest.raises(ConfigError, match=r"head_dropout: must be < 1.0, got 1.0"):
+        ModelConfig(head_dropout=1.0)
+    with pytest.raises(ConfigError, match=r"blocks\[0\]: unknown key 'rank' for a 'linear' block.*"
+                                          r"it belongs to 'quadratic' blocks"):
+        ModelConfig.from_dict({"blocks": [{"units": 4, "rank": 2}]})
 
 
-def test_accepts_a_whole_training_config():
-    from pipelines.config import load_config
-
-    cfg = load_config(None, ["model.blocks=[{kind: linear, units: 4}]", "model.head=[4]"])
+def test_model_config_is_typed_and_round_trips():
+    cfg = ModelConfig.from_dict({"blocks": [{"kind": "quadratic", "units": 4, "rank": 2}], "head": [4],
+                                 "l2": 0})
+    assert isinstance(cfg.blocks[0], QuadraticBlock) and cfg.blocks[0].pooling == "mean"
+    assert cfg.head == (4,) and cfg.l2 == 0.0 and isinstance(cfg.l2, float)
+    assert cfg.to_dict()["blocks"][0] == {"kind": "quadratic", "units": 4, "pooling": "mean", "activation": "relu",
+                                          "normalization": True, "dropout": 0.0, "symmetric": True, "rank": 2}
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
     model = build_classifier(cfg, num_classes=5)
     assert model.output.shape[-1] == 5
     assert {t.name for t in model.inputs} == {"points", "mask"}
-
-
-def test_defaults_match_the_training_config_schema():
-    from pipelines.config import BLOCK_SCHEMA, SCHEMA, defaults
-
-    model_defaults = defaults()["model"]
-    for key, value in MODEL_DEFAULTS.items():
-        if key == "num_classes":
-            continue
-        expected = [{**BLOCK_DEFAULTS["common"], **b} for b in value] if key == "blocks" else value
-        got = model_defaults[key]
-        if key == "blocks":
-            got = [{**{k: f.default for k, f in BLOCK_SCHEMA["common"].items()}, **b} for b in got]
-        assert got == expected, key
-    for kind, fields in BLOCK_DEFAULTS.items():
-        assert {k: f.default for k, f in BLOCK_SCHEMA[kind].items()} == fields, kind
-    assert set(MODEL_DEFAULTS) - {"num_classes"} == set(SCHEMA["model"])
 
 
 def test_pointnet_is_the_published_architecture():

@@ -10,13 +10,11 @@ are saved too (init/*), and a JSON report beside OUT (losses, replica spread, XL
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path[:0] = [str(ROOT), str(pathlib.Path(__file__).parent)]
+sys.path.insert(0, str(ROOT))
 
 BATCH = 16
 STEPS = 4
@@ -25,7 +23,7 @@ EPOCHS = 2
 
 def run(strategy, init, normalization, xla, optimizer="adam"):
     from pipelines import loop
-    from training_helpers import build, tiny_dataset
+    from tests.support.training import build, tiny_dataset
 
     model, optimizer = build(strategy, normalization, init, optimizer=optimizer)
     init = model.get_weights()

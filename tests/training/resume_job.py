@@ -12,7 +12,6 @@ import pathlib
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
 PAUSE_EPOCH, PAUSE_BATCH = 1, 2  # 0-based: the third batch of the second epoch

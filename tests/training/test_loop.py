@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines import loop
-from training_helpers import NUM_CLASSES, build, tiny_arrays
+from tests.support.training import NUM_CLASSES, build, tiny_arrays
 
 
 @pytest.mark.parametrize("buckets, sizes", [

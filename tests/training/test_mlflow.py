@@ -26,7 +26,7 @@ import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENT = "tracking-test"
-pytestmark = pytest.mark.timeout(900)  # a hung server or training fails the module instead of the suite
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a hung server or training fails the module, not the suite
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds", "examples_per_second")
 
 

@@ -19,10 +19,12 @@ import pytest
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 EPOCHS = 3
+# Every test here starts pipelines.train in a process of its own, the way users run it.
+pytestmark = pytest.mark.slow
 
 
 def _env(tmp_path, **extra):
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     for key in ("TF_CONFIG", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
     env.update(extra)

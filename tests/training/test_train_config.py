@@ -1,11 +1,12 @@
 """Config loading and validation (pure Python: no TensorFlow here)."""
 
-import pathlib
+import re
+import subprocess
 
 import pytest
 import yaml
 
-from pipelines.config import CONFIG_DIR, ConfigError, defaults, dump, flatten, load_config
+from pipelines.config import CONFIG_DIR, Config, ConfigError, dump, flatten, load_config, reference_markdown
 
 
 def _write(tmp_path, text, name="c.yaml"):
@@ -20,12 +21,11 @@ def test_every_shipped_config_loads():
                      "modelnet_quadratic.yaml", "modelnet_folded.yaml"):
         assert required in names
     for name in names:
-        cfg = load_config(CONFIG_DIR / name)
-        assert cfg["extends"] is None
-    assert load_config(CONFIG_DIR / "modelnet.yaml")["data"]["name"] == "modelnet40"
-    assert load_config(CONFIG_DIR / "modelnet.yaml")["data"]["num_points"] == 1024
-    assert {b["kind"] for b in load_config(CONFIG_DIR / "modelnet_quadratic.yaml")["model"]["blocks"]} >= {"quadratic"}
-    assert {b["kind"] for b in load_config(CONFIG_DIR / "modelnet_folded.yaml")["model"]["blocks"]} >= {"folded"}
+        assert isinstance(load_config(CONFIG_DIR / name), Config)
+    assert load_config(CONFIG_DIR / "modelnet.yaml").data.name == "modelnet40"
+    assert load_config(CONFIG_DIR / "modelnet.yaml").data.num_points == 1024
+    assert {b.kind for b in load_config(CONFIG_DIR / "modelnet_quadratic.yaml").model.blocks} >= {"quadratic"}
+    assert {b.kind for b in load_config(CONFIG_DIR / "modelnet_folded.yaml").model.blocks} >= {"folded"}
 
 
 def test_default_yaml_lists_every_key():
@@ -36,7 +36,7 @@ def test_default_yaml_lists_every_key():
     def leaves(cfg):  # block lists are validated block by block, not listed key by key
         return {k for k in flatten(cfg) if not k.startswith("model.blocks.")}
 
-    assert leaves(raw) == leaves(defaults()) - {"extends"}
+    assert leaves(raw) == leaves(Config())
     assert raw["model"]["blocks"]
     assert load_config(None) == load_config(CONFIG_DIR / "default.yaml")
 
@@ -61,9 +61,9 @@ def test_misplaced_key_points_to_its_section(tmp_path):
 
 def test_teleport_and_spectrum_sections(tmp_path):
     cfg = load_config(None)
-    assert cfg["train"]["teleport"]["enabled"] is False and cfg["spectrum"]["enabled"] is False
+    assert cfg.train.teleport.enabled is False and cfg.spectrum.enabled is False
     cfg = load_config(None, ["train.teleport.enabled=true", "train.teleport.epochs=[0, 2]", "spectrum.every=1"])
-    assert cfg["train"]["teleport"]["epochs"] == [0, 2] and cfg["spectrum"]["every"] == 1
+    assert cfg.train.teleport.epochs == (0, 2) and cfg.spectrum.every == 1
     with pytest.raises(ConfigError, match=r"train.teleport.group: must be one of scaling, gl, auto"):
         load_config(None, ["train.teleport.group=rotation"])
     with pytest.raises(ConfigError, match=r"train.teleport.epochs: items must be >= 0, got -1"):
@@ -112,8 +112,8 @@ def test_bad_values_fail_with_the_rule_and_the_file(tmp_path, text, match):
 def test_overrides(tmp_path):
     cfg = load_config(None, ["train.epochs=3", "data.buckets=[32, 64]", "model.head=[16, 8]",
                              "train.strategy=mirrored", "mlflow.tracking_uri=http://127.0.0.1:5000"])
-    assert cfg["train"]["epochs"] == 3 and cfg["data"]["buckets"] == [32, 64]
-    assert cfg["model"]["head"] == [16, 8] and cfg["mlflow"]["tracking_uri"] == "http://127.0.0.1:5000"
+    assert cfg.train.epochs == 3 and cfg.data.buckets == (32, 64)
+    assert cfg.model.head == (16, 8) and cfg.mlflow.tracking_uri == "http://127.0.0.1:5000"
     with pytest.raises(ConfigError, match=r"unknown key 'train.epcohs'.*did you mean 'epochs'.*--set train.epcohs=3"):
         load_config(None, ["train.epcohs=3"])
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
@@ -126,7 +126,7 @@ def test_extends_and_missing_file(tmp_path):
     _write(tmp_path, "train:\n  epochs: 7\n  learning_rate: 0.01\n", "base.yaml")
     child = _write(tmp_path, "extends: base.yaml\ntrain:\n  epochs: 2\n")
     cfg = load_config(child)
-    assert cfg["train"]["epochs"] == 2 and cfg["train"]["learning_rate"] == 0.01
+    assert cfg.train.epochs == 2 and cfg.train.learning_rate == 0.01
     loop = _write(tmp_path, "extends: loop.yaml\n", "loop.yaml")
     with pytest.raises(ConfigError, match="loops back"):
         load_config(loop)
@@ -134,44 +134,122 @@ def test_extends_and_missing_file(tmp_path):
         load_config(tmp_path / "nope.yaml")
 
 
-def test_flatten_and_dump_round_trip():
+def test_flatten_and_dump_round_trip(tmp_path):
     cfg = load_config(None)
     flat = flatten(cfg)
-    assert flat["train.epochs"] == cfg["train"]["epochs"]
-    assert flat["model.blocks.0.kind"] == cfg["model"]["blocks"][0]["kind"]
-    path = pathlib.Path("/nonexistent")  # dump is plain YAML that loads back to the same config
-    import yaml
-
-    assert {**yaml.safe_load(dump(cfg)), "extends": None} == cfg
-    del path
+    assert flat["train.epochs"] == cfg.train.epochs
+    assert flat["model.blocks.0.kind"] == cfg.model.blocks[0].kind
+    # dump is plain YAML (no Python tags) that loads back to the same config
+    assert yaml.safe_load(dump(cfg)) == cfg.to_dict()
+    path = tmp_path / "dumped.yaml"
+    path.write_text(dump(cfg))
+    assert load_config(path) == cfg
 
 
 def test_docs_list_every_key():
+    # The tables are generated from the dataclasses (python -m pipelines.config): every row, with its
+    # type, default, rule and meaning, must be in the docs as generated.
     doc = (CONFIG_DIR.parent / "docs" / "training.md").read_text()
-    leaves = {k for k in flatten(defaults()) if not k.startswith(("model.blocks.", "data.augment."))}
+    leaves = {k for k in flatten(Config()) if not k.startswith(("model.blocks.", "data.augment."))}
     missing = [k for k in sorted(leaves) if f"| `{k}` |" not in doc]
     assert not missing, f"docs/training.md lacks rows for {missing}"
-    from pipelines.config import BLOCK_SCHEMA
-
-    block_keys = {k for fields in BLOCK_SCHEMA.values() for k in fields}
-    assert not [k for k in block_keys if f"| `{k}` |" not in doc]
+    stale = [row for row in reference_markdown().splitlines() if row.startswith("| `") and row not in doc]
+    assert not stale, "docs/training.md differs from `python -m pipelines.config` in:\n" + "\n".join(stale)
 
 
 def test_teleport_section_matches_the_callbacks_keys_and_defaults():
     # The schema validates train.teleport; TeleportCallback.from_config_section consumes it. A key
     # added to one and not the other would be refused by the schema or silently dropped.
-    from pipelines.config import defaults
     from setnet.teleport import CONFIG_DEFAULTS
 
-    section = defaults()["train"]["teleport"]
+    section = Config().train.teleport.to_dict()
     assert set(section) == set(CONFIG_DEFAULTS)
     for key, value in CONFIG_DEFAULTS.items():
         assert list(section[key]) == value if isinstance(value, list) else section[key] == value, key
 
 
 def test_teleport_max_grad_growth_is_validated():
-    from pipelines.config import ConfigError, load_config
-
-    assert load_config(None, ["train.teleport.max_grad_growth=8"])["train"]["teleport"]["max_grad_growth"] == 8.0
+    assert load_config(None, ["train.teleport.max_grad_growth=8"]).train.teleport.max_grad_growth == 8.0
     with pytest.raises(ConfigError, match="max_grad_growth"):
         load_config(None, ["train.teleport.max_grad_growth=0.5"])
+
+
+def test_yaml_1_2_numbers_in_files_and_overrides(tmp_path):
+    # PyYAML's YAML 1.1 resolver reads 1e-3 as a string; configs read numbers as YAML 1.2 does.
+    path = _write(tmp_path, "train:\n  learning_rate: 1e-3\n  weight_decay: 5E-5\n  epochs: 1e1\n")
+    cfg = load_config(path)
+    assert cfg.train.learning_rate == 0.001 and cfg.train.weight_decay == 5e-5 and cfg.train.epochs == 10
+    assert load_config(None, ["train.learning_rate=1e-3"]).train.learning_rate == 0.001
+    assert load_config(None, ["train.teleport.learning_rate=+2.5e-1"]).train.teleport.learning_rate == 0.25
+    # Still strings: quoted numbers and names that merely start with digits.
+    assert load_config(None, ["experiment=1e3x"]).experiment == "1e3x"
+    with pytest.raises(ConfigError, match=r"train.learning_rate: must be a number, got '1e-3'"):
+        load_config(None, ["train.learning_rate='1e-3'"])
+
+
+def test_extends_looks_next_to_the_file_then_in_the_shipped_configs(tmp_path):
+    child = _write(tmp_path, "extends: digits.yaml\ntrain:\n  epochs: 2\n")
+    cfg = load_config(child)
+    assert cfg.data.name == "digits" and cfg.train.epochs == 2  # configs/digits.yaml
+    _write(tmp_path, "extends: default.yaml\ndata:\n  num_points: 48\n", "digits.yaml")
+    cfg = load_config(child)
+    assert cfg.data.name == "synthetic_shapes" and cfg.data.num_points == 48  # the local one wins
+    missing = _write(tmp_path, "extends: nope.yaml\n", "m.yaml")
+    with pytest.raises(ConfigError, match=rf"extends: 'nope.yaml' is neither next to {missing} nor in "
+                                          r".*configs \(shipped: .*default.yaml"):
+        load_config(missing)
+
+
+def _write_bytes(path, data):
+    path.write_bytes(data)
+    return path
+
+
+def _cli(argv, capsys):
+    from pipelines.train import main
+
+    code = main(argv)
+    err = capsys.readouterr().err
+    return code, err
+
+
+@pytest.mark.parametrize("make, fragment", [
+    (lambda d: d, "is a directory"),
+    (lambda d: _write(d, "", "missing.yaml").unlink() or d / "missing.yaml", "not found; the shipped configs are"),
+    (lambda d: _write_bytes(d / "latin1.yaml", "experiment: caf\xe9\n".encode("latin-1")),
+     "is not UTF-8 text (byte 15); save it as UTF-8"),
+    (lambda d: _write(d, "train:\n  epochs: [1,\n", "broken.yaml"), "is not valid YAML: line 3, column 1:"),
+    (lambda d: _write(d, "- epochs\n", "list.yaml"), "the top level must be a mapping of keys"),
+    (lambda d: _write(d, "just text\n", "text.yaml"), "the top level must be a mapping of keys"),
+])
+def test_unreadable_configs_exit_2_with_one_line_naming_the_file(tmp_path, capsys, make, fragment):
+    path = make(tmp_path)
+    code, err = _cli(["--config", str(path)], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert str(path) in err and fragment in err, err
+
+
+def test_every_set_hint_in_messages_and_docs_is_a_working_override():
+    # A hint like "--set data.allow_partial=true" must be accepted by the command it is written for.
+    root = CONFIG_DIR.parent
+    files = [*root.glob("pipelines/**/*.py"), *root.glob("docs/*.md"), root / "Makefile"]
+    hints = set()
+    for path in files:
+        # Quoted error examples ("error: ... in --set train.strategy=mirored") are not hints.
+        text = "\n".join(line for line in path.read_text(encoding="utf-8").splitlines() if "error: " not in line)
+        for key, value in re.findall(r"--set ((?:data|model|train|spectrum|export|mlflow)\.[a-z_.]+)=([^\s`'\")]+)",
+                                     text):
+            value = value.rstrip(".,;:")
+            if value and value != "...":
+                hints.add(f"{key}={value}")
+    assert "data.allow_partial=true" in hints and "data.manual_dir=DIR" in hints
+    for hint in sorted(hints):
+        load_config(None, [hint])
+
+
+def test_makefile_train_passes_args_on():
+    proc = subprocess.run(["make", "-n", "train", "ARGS=--set train.epochs=1", "CONFIG=configs/digits.yaml"],
+                          cwd=CONFIG_DIR.parent, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "-m pipelines.train --config configs/digits.yaml --set train.epochs=1" in proc.stdout

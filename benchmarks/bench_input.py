@@ -9,7 +9,7 @@ Measures, in one run on this machine, examples per second of
 The goal is pipeline >= 5x the consumption rate. Timings start after a warm-up (cache filled, graphs
 traced) and run for `--seconds` each.
 
-    python -m pipelines.bench_input [--num-points 1024] [--batch-size 32] [--seconds 5]
+    python -m benchmarks.bench_input [--num-points 1024] [--batch-size 32] [--seconds 5]
 """
 
 from __future__ import annotations
@@ -42,22 +42,10 @@ def pipeline_rate(ds, batch_size, seconds) -> float:
 
 
 def build_model(num_classes: int):
-    """The default classifier if the models package is there, else a small equivariant stand-in."""
-    try:
-        from setnet.models import build_classifier
-    except ImportError:
-        import keras
+    """The classifier of `setnet.models.ModelConfig`'s defaults, and its description."""
+    from setnet.models import ModelConfig, build_classifier
 
-        from setnet.layers import PermEquivariantLinear
-
-        points = keras.Input((None, 3), name="points")
-        mask = keras.Input((None,), dtype="bool", name="mask")
-        x = PermEquivariantLinear(64, activation="relu")(points, mask=mask)
-        x = PermEquivariantLinear(128, activation="relu")(x, mask=mask)
-        x = keras.ops.max(keras.ops.where(mask[..., None], x, -1e9), axis=1)
-        model = keras.Model({"points": points, "mask": mask}, keras.layers.Dense(num_classes)(x))
-        return model, "stand-in: 2 PermEquivariantLinear(64, 128) + max pool + Dense"
-    return build_classifier({}, num_classes=num_classes), "setnet.models.build_classifier defaults"
+    return build_classifier(ModelConfig(), num_classes=num_classes), "setnet.models.build_classifier defaults"
 
 
 def main(argv=None) -> dict:

@@ -1,8 +1,8 @@
 """Test accuracy with training time and hardware: the embedded default, digits, and ModelNet40 where present.
 
     make bench-accuracy [ARGS="--set train.epochs=3"]       # all of them (ModelNet only with its data)
-    python -m pipelines.bench_accuracy --configs configs/digits.yaml
-    python -m pipelines.bench_accuracy --configs configs/default.yaml --set data.num_points=1024 --pointnet
+    python -m benchmarks.bench_accuracy --configs configs/digits.yaml
+    python -m benchmarks.bench_accuracy --configs configs/default.yaml --set data.num_points=1024 --pointnet
 
 Each config trains as ``make train`` would (same loop, checkpoints, MLflow, export off), in the
 experiment ``bench-accuracy`` under ``runs/`` with a fresh run every time. ModelNet configs run
@@ -15,22 +15,19 @@ Published ModelNet40 anchors at ~1024 points: DeepSets 0.87, PointNet 0.892, Set
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DEFAULT_CONFIGS = ("configs/default.yaml", "configs/digits.yaml", "configs/modelnet.yaml",
                    "configs/modelnet_quadratic.yaml")
 ANCHORS = {"modelnet40": "DeepSets 0.87 (1000 pts), PointNet 0.892, Set Transformer 0.8915"}
 
 
-def _row(path: str, cfg: dict, result: dict | None, minutes: float, note: str) -> dict:
-    model = cfg["model"]
-    arch = "pointnet" if model["type"] == "pointnet" else "setnet " + "-".join(b["kind"] for b in model["blocks"])
-    return {"config": path, "dataset": cfg["data"]["name"], "points": cfg["data"]["num_points"], "model": arch,
-            "epochs": cfg["train"]["epochs"],
+def _row(path: str, cfg, result: dict | None, minutes: float, note: str) -> dict:
+    model = cfg.model
+    arch = "pointnet" if model.type == "pointnet" else "setnet " + "-".join(b.kind for b in model.blocks)
+    return {"config": path, "dataset": cfg.data.name, "points": cfg.data.num_points, "model": arch,
+            "epochs": cfg.train.epochs,
             "test_accuracy": result["test_accuracy"] if result else None,
             "best_val_accuracy": max((h["val_accuracy"] for h in result["history"]), default=None) if result else None,
             "minutes": minutes, "note": note}
@@ -50,7 +47,7 @@ def table(rows: list[dict], hardware: str) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.bench_accuracy", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_accuracy", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=list(DEFAULT_CONFIGS))
     p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
                    help="overrides for every config (e.g. train.epochs=3 for a quick look)")
@@ -80,8 +77,8 @@ def main(argv=None) -> int:
         except ConfigError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        note = ANCHORS.get(cfg["data"]["name"], "")
-        if args.allow_partial and cfg["data"]["name"].startswith("modelnet"):
+        note = ANCHORS.get(cfg.data.name, "")
+        if args.allow_partial and cfg.data.name.startswith("modelnet"):
             note = "PARTIAL data: not comparable"
         t0 = time.time()
         try:

@@ -1,4 +1,4 @@
-"""Tiny models and data shared by the training tests (and by distributed_worker.py)."""
+"""Tiny models and data shared by the training tests (and by tests/training/distributed_worker.py)."""
 
 from __future__ import annotations
 

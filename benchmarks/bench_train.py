@@ -22,8 +22,6 @@ import platform
 import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 MODELS = {
     "setnet linear": "configs/modelnet.yaml",
     "setnet quadratic": "configs/modelnet_quadratic.yaml",
@@ -34,10 +32,11 @@ MODELS = {
 
 def _model_config(path):
     from pipelines.config import CONFIG_DIR, load_config
+    from setnet.models import ModelConfig
 
     if path is None:
-        return {"type": "pointnet", "head_dropout": 0.3}
-    return load_config(CONFIG_DIR / path.split("/", 1)[1])["model"]
+        return ModelConfig(type="pointnet", head_dropout=0.3)
+    return load_config(CONFIG_DIR / path.split("/", 1)[1]).model
 
 
 def _dataset(points: int, batch: int, classes: int, distinct_batches: int, seed: int = 0):
@@ -60,7 +59,7 @@ def _dataset(points: int, batch: int, classes: int, distinct_batches: int, seed:
     return loop.prepare(ds, batch_size=batch, training=True)
 
 
-def setup(name: str, model_cfg: dict, xla: bool, ds, warmup: int, classes: int) -> dict:
+def setup(name: str, model_cfg, xla: bool, ds, warmup: int, classes: int) -> dict:
     """A model, optimizer and trainer, traced and (with XLA) compiled by `warmup` untimed steps."""
     import keras
     import tensorflow as tf
@@ -109,7 +108,7 @@ def table(rows: list[dict], points: int, batch: int) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipelines.bench_train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench_train", description=__doc__.split("\n\n")[0])
     p.add_argument("--points", type=int, default=1024)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--classes", type=int, default=40)
