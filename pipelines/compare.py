@@ -349,6 +349,7 @@ def sweep_figures(trials: Sequence[dict], facts: dict, importances: dict | None,
     """Parallel coordinates, importances and the best two trials' learning curves, as PNGs."""
     import numpy as np
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -424,6 +425,7 @@ def sweep_figures(trials: Sequence[dict], facts: dict, importances: dict | None,
                     if ys:
                         ax.plot(range(1, len(ys) + 1), ys, style, label=name.replace("val_", "validation "))
                 ax.set_xlabel("epoch")
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 ax.set_ylabel(key)
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize=8)
