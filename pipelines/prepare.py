@@ -2,7 +2,8 @@
 
 Writes the TFDS dataset (with TFDS's progress bars) and prints a summary: examples per split as plain
 numbers, the expected count where the dataset has an official one, and the classes. Exit status 0 on
-success, 2 when the data is missing (the message says how to get it), 1 for a corrupt file.
+success, 2 when the data is missing (the message says how to get it) or the dataset name is
+unknown, 1 for a corrupt file.
 
 Example:
 
@@ -13,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
 from pipelines import datasets
@@ -53,6 +55,13 @@ def main(argv=None) -> int:
                         help="ModelNet: which published form to read when several are present")
     parser.add_argument("--force", action="store_true", help="regenerate even if already prepared")
     args = parser.parse_args(argv)
+    base = args.dataset.partition("/")[0]
+    if base not in datasets.DATASETS:
+        near = difflib.get_close_matches(base, datasets.DATASETS, n=2, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(map(repr, near))}?" if near else ""
+        print(f"error: unknown dataset {args.dataset!r}{hint} (known: {', '.join(datasets.DATASETS)}, optionally "
+              "with a builder config like synthetic_shapes/small)", file=sys.stderr)
+        return 2
     try:
         builder = datasets.prepare(args.dataset, data_dir=args.data_dir, manual_dir=args.manual_dir,
                                    allow_partial=args.allow_partial, force=args.force, source=args.source)

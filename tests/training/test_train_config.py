@@ -253,3 +253,12 @@ def test_makefile_train_passes_args_on():
                           cwd=CONFIG_DIR.parent, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "-m pipelines.train --config configs/digits.yaml --set train.epochs=1" in proc.stdout
+
+
+def test_prepare_names_the_known_datasets_for_an_unknown_one(capsys):
+    from pipelines.prepare import main
+
+    assert main(["modelnet20"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'modelnet40' or 'modelnet10'?" in err
+    assert "known: synthetic_shapes, digits, modelnet40, modelnet10" in err
