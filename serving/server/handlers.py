@@ -4,7 +4,9 @@
 the request format, converts the body (`codec`), checks it (`validation`), calls the model
 and returns the answer's JSON text; `handle_get` returns the status or metadata document.
 Both raise `ServingError` with TF Serving's code and message for anything a client did
-wrong. The REST app (`app.py`) routes URLs here.
+wrong. The REST app (`app.py`) routes URLs here; the gRPC services (`grpc_service.py`)
+share `find_servable`, `run_signature`, `status_proto` and `classify_regress_error`, so
+both APIs answer from the same loaded versions with the same checks and errors.
 
 Example (needs an export under exports/setnet-default)::
 
@@ -22,7 +24,7 @@ from serving.server.codec import (echo, outputs_to_json, parse_json, tensors_fro
                                   tensors_from_instances)
 from serving.server.config import Limits
 from serving.server.errors import ServingError, invalid
-from serving.server.servable import DEFAULT_SIGNATURE, PREDICT_METHOD
+from serving.server.servable import DEFAULT_SIGNATURE, PREDICT_METHOD, LoadedVersion, Signature
 from serving.server.validation import validate_inputs
 from serving.server.versions import ModelRegistry
 
@@ -38,12 +40,10 @@ def parse_version(text: str | None) -> int | None:
     return value
 
 
-def handle_predict(registry: ModelRegistry, limits: Limits, name: str, version: int | None,
-                   label: str | None, method: str, body: bytes) -> str:
-    doc = parse_json(body)
-    if "signature_name" in doc and not isinstance(doc["signature_name"], str):
-        raise invalid(f"JSON Value: {echo(doc)} not formatted correctly. 'signature_name' key "
-                      f"must be a string value.")
+def find_servable(registry: ModelRegistry, name: str, version: int | None,
+                  label: str | None) -> LoadedVersion:
+    """The loaded version a request names (a number, a label, or the latest), or TF
+    Serving's error for it (NOT_FOUND, or INVALID_ARGUMENT for an unknown label)."""
     manager = registry.get(name)
     if manager is None:
         if label is not None:
@@ -51,7 +51,65 @@ def handle_predict(registry: ModelRegistry, limits: Limits, name: str, version: 
         raise ServingError("NOT_FOUND", "Servable not found for request: " +
                            (f"Specific({name}, {version})" if version is not None
                             else f"Latest({name})"))
-    servable = manager.resolve(version, label)
+    return manager.resolve(version, label)
+
+
+def run_signature(servable: LoadedVersion, signature: Signature, arrays: dict,
+                  limits: Limits) -> dict:
+    """Checks the point clouds, calls the model and returns its outputs as numpy arrays;
+    every API (REST predict, gRPC Predict) calls the model through here."""
+    validate_inputs(arrays, signature, limits)
+    try:
+        return servable.call(signature, arrays)
+    except Exception as err:  # TF errors for inputs our checks let through
+        import tensorflow as tf
+        if isinstance(err, (tf.errors.InvalidArgumentError, ValueError, TypeError)):
+            raise invalid(str(err).strip().splitlines()[0])
+        log.exception("predict failed")
+        raise ServingError("INTERNAL", f"{type(err).__name__}: {err}")
+
+
+def classify_regress_error(servable: LoadedVersion, signature_name: str,
+                           method: str) -> ServingError:
+    """TF Serving's answer to Classify or Regress on this version (`method` is "classify"
+    or "regress"): the signature checks of its classifier.cc / regressor.cc, run with the
+    method-name check off (tensorflow_model_server's default), and UNIMPLEMENTED for a
+    signature that passes them, since this server runs predict signatures only."""
+    from google.protobuf import text_format
+
+    sig = servable.signature_defs.get(signature_name)
+    if sig is None:
+        return invalid(f"No signature was found with the name: {signature_name}")
+    described = text_format.MessageToString(sig)
+    if len(sig.inputs) != 1:
+        return invalid("Expected one input Tensor.")
+    if method == "classify":
+        if len(sig.outputs) not in (1, 2):
+            return invalid(f"Expected one or two output Tensors, found {len(sig.outputs)}")
+        if "inputs" not in sig.inputs:
+            return invalid(f"No classification inputs found in SignatureDef: {described}")
+        if "classes" not in sig.outputs and "scores" not in sig.outputs:
+            return invalid(f'Expected classification signature outputs to contain at least '
+                           f'one of "classes" or "scores". Signature was: {described}')
+    else:
+        if len(sig.outputs) != 1:
+            return invalid("Expected one output Tensor.")
+        if "inputs" not in sig.inputs:
+            return invalid(f"No regression inputs found in SignatureDef: {described}")
+        if "outputs" not in sig.outputs:
+            return invalid(f"No regression outputs found in SignatureDef: {described}")
+    return ServingError("UNIMPLEMENTED", f"Signature {signature_name} of model "
+                        f"{servable.model_name} is a {method} signature; this server runs "
+                        f"predict signatures only (use Predict, or TF Serving itself).")
+
+
+def handle_predict(registry: ModelRegistry, limits: Limits, name: str, version: int | None,
+                   label: str | None, method: str, body: bytes) -> str:
+    doc = parse_json(body)
+    if "signature_name" in doc and not isinstance(doc["signature_name"], str):
+        raise invalid(f"JSON Value: {echo(doc)} not formatted correctly. 'signature_name' key "
+                      f"must be a string value.")
+    servable = find_servable(registry, name, version, label)
     signame = doc.get("signature_name") or DEFAULT_SIGNATURE
     signature = servable.signatures.get(signame)
     if signature is None:
@@ -81,20 +139,12 @@ def handle_predict(registry: ModelRegistry, limits: Limits, name: str, version: 
         arrays = tensors_from_inputs(doc["inputs"], signature.inputs, bools_in_body)
     else:
         raise invalid("Missing 'inputs' or 'instances' key")
-    validate_inputs(arrays, signature, limits)
-    try:
-        outputs = servable.call(signature, arrays)
-    except Exception as err:  # TF errors for inputs our checks let through
-        import tensorflow as tf
-        if isinstance(err, (tf.errors.InvalidArgumentError, ValueError, TypeError)):
-            raise invalid(str(err).strip().splitlines()[0])
-        log.exception("predict failed")
-        raise ServingError("INTERNAL", f"{type(err).__name__}: {err}")
+    outputs = run_signature(servable, signature, arrays, limits)
     return outputs_to_json(outputs, row=has_instances)
 
 
-def _status_json(entries) -> str:
-    from google.protobuf import json_format
+def status_proto(entries):
+    """`GetModelStatusResponse` for `(version, VersionState)` pairs, as both APIs answer it."""
     from tensorflow_serving.apis import get_model_status_pb2
 
     response = get_model_status_pb2.GetModelStatusResponse()
@@ -108,8 +158,14 @@ def _status_json(entries) -> str:
         item.status.SetInParent()
         item.status.error_code = codes[state.error_code].number
         item.status.error_message = state.error_message
-    return json_format.MessageToJson(response, always_print_fields_with_no_presence=True,
-                                     indent=1)
+    return response
+
+
+def _status_json(entries) -> str:
+    from google.protobuf import json_format
+
+    return json_format.MessageToJson(status_proto(entries),
+                                     always_print_fields_with_no_presence=True, indent=1)
 
 
 def handle_get(registry: ModelRegistry, name: str | None, version: int | None,
@@ -118,13 +174,7 @@ def handle_get(registry: ModelRegistry, name: str | None, version: int | None,
         raise invalid("Missing model name in request.")
     manager = registry.get(name)
     if subresource:
-        if manager is None:
-            if label is not None:
-                raise invalid(f"Unrecognized servable version label: {label}")
-            raise ServingError("NOT_FOUND", "Servable not found for request: " +
-                               (f"Specific({name}, {version})" if version is not None
-                                else f"Latest({name})"))
-        return manager.resolve(version, label).metadata_json()
+        return find_servable(registry, name, version, label).metadata_json()
     if manager is None:
         if label is not None:
             raise invalid(f"Unrecognized servable version label: {label}")
