@@ -96,8 +96,22 @@ bench-accuracy: $(STAMP)  ## test accuracy, minutes and hardware: default config
 .PHONY: compare mlflow-ui
 EXPERIMENT  ?=
 MLFLOW_PORT ?= 5000
-compare: $(STAMP)  ## runs of an experiment read through MLflow: table + PNG; make compare [EXPERIMENT=name] [ARGS="--params KEY"] (docs/tracking.md)
-	$(PY) -m pipelines.compare $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(ARGS)
+compare: $(STAMP)  ## runs of an experiment read through MLflow: table + PNG; make compare [EXPERIMENT=name] [PARENT=<sweep>] [ARGS="--params KEY"] (docs/tracking.md)
+	$(PY) -m pipelines.compare $(if $(EXPERIMENT),--experiment $(EXPERIMENT)) $(if $(PARENT),--parent $(PARENT)) $(ARGS)
 
 mlflow-ui: $(STAMP)  ## the MLflow UI on the store training logs to: make mlflow-ui [MLFLOW_PORT=5000] (docs/tracking.md)
 	$(PY) -m pipelines.compare --ui --port $(MLFLOW_PORT) $(ARGS)
+
+.PHONY: sweep promote rollback
+SWEEP   ?= sweeps/default.yaml
+MODEL   ?= setnet
+VERSION ?=
+ALIAS   ?= champion
+sweep: $(STAMP)  ## Optuna sweep of CONFIG over SWEEP, trials as child MLflow runs; ARGS="--trials N --parallel K --set KEY=VALUE" (docs/tracking.md)
+	$(PY) -m pipelines.sweep --config $(CONFIG) --sweep $(SWEEP) $(ARGS)
+
+promote: $(STAMP)  ## MODEL=setnet VERSION=n ALIAS=champion|challenger: registry alias -> exports/<MODEL>/<n> + models.config labels (docs/tracking.md)
+	$(PY) -m serving.promote --model $(MODEL) $(if $(VERSION),--version $(VERSION)) --alias $(ALIAS) --base-path $(EXPORTS)/$(MODEL) $(ARGS)
+
+rollback: $(STAMP)  ## MODEL=setnet: the champion alias (and the stable label) back to the previous version
+	$(PY) -m serving.promote --model $(MODEL) --rollback --base-path $(EXPORTS)/$(MODEL) $(ARGS)
