@@ -48,7 +48,7 @@ def version_tags(*, commit: str, dirty: bool, dataset: str, dataset_version: Any
         commit, dirty: the checkout's git commit and whether it had uncommitted changes.
         dataset, dataset_version: TFDS dataset name and builder version.
         test: test metrics, e.g. ``{"accuracy": 0.91, "loss": 0.3}`` (tagged ``test.accuracy`` ...).
-        invariance, padding: ``serving.export``'s summaries of the permutation-invariance and the
+        invariance, padding: ``pipelines.export``'s summaries of the permutation-invariance and the
             padded+masked checks (``passed``, ``max_abs_deviation``, ``clouds``, ``permutations``).
         export_path: the local version folder the export wrote.
         experiment: the MLflow experiment of the run.
