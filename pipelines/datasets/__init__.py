@@ -68,14 +68,12 @@ def _split_name(name: str) -> tuple[str, str | None]:
     return base, config or None
 
 
-def get_builder(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False,
-                source: str = "auto"):
-    """Returns the TFDS builder for `name` without preparing it.
+def get_builder(name: str, *, data_dir=None, allow_partial: bool = False, source: str = "auto"):
+    """Returns the TFDS builder for `name` without preparing it (the manual dir is given to `prepare`).
 
     Args:
       name: one of `DATASETS`, optionally "name/config" (e.g. "synthetic_shapes/small").
       data_dir: TFDS data dir; default `default_data_dir()`.
-      manual_dir: ModelNet only: where to look for the published files; default `default_manual_dir()`.
       allow_partial: ModelNet only: use the `<name>_partial` config, which accepts an incomplete copy.
       source: ModelNet only: "auto", "text", "hdf5" or "off" (which published form to read).
     """
@@ -92,7 +90,7 @@ def get_builder(name: str, *, data_dir=None, manual_dir=None, allow_partial: boo
         config = base + ("_partial" if allow_partial else "")
     elif not config.startswith(base):
         raise ValueError(f"config {config!r} does not belong to {base}")
-    return mod.Builder(data_dir=data_dir, config=config, manual_dir=manual_dir, source=source)
+    return mod.Builder(data_dir=data_dir, config=config, source=source)
 
 
 def prepare(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False,
@@ -102,6 +100,8 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = 
     With `allow_partial`, a complete copy is still preferred: a prepared full config is reused, then a
     prepared partial one; otherwise the full config is tried and only an incomplete copy goes to the
     `<name>_partial` config. `force` regenerates (e.g. after more ModelNet files were added).
+    `manual_dir` (default `default_manual_dir()`) becomes TFDS's `DownloadConfig.manual_dir`. A
+    failed attempt removes what it created in `data_dir` (completed downloads stay).
 
     Raises:
       DataNotFoundError: the data is not on this machine and cannot be downloaded (message says how).
@@ -110,25 +110,38 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = 
     """
     import tensorflow_datasets as tfds
 
+    from pipelines.datasets.cleanup import undo_on_failure
+
     base, config = _split_name(name)
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if force
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
-    download_config = tfds.download.DownloadConfig(download_mode=mode)
-    kwargs = dict(data_dir=data_dir, manual_dir=manual_dir, source=source)
+    manual_dir = pathlib.Path(manual_dir).expanduser() if manual_dir else default_manual_dir()
+    download_config = tfds.download.DownloadConfig(download_mode=mode, manual_dir=manual_dir)
+    kwargs = dict(data_dir=data_dir, source=source)
     builder = get_builder(name, allow_partial=False, **kwargs)
+
+    def build(b):
+        with undo_on_failure(b.data_dir_root, b.name):
+            b.download_and_prepare(download_config=download_config)
+
+    def prepared(b):
+        # TFDS's is_prepared() warns "Variant folder ... has no dataset_info.json" when the folder
+        # is simply not there yet.
+        return b.data_path.exists() and b.is_prepared()
+
     if base.startswith("modelnet") and allow_partial and config is None:
         partial = get_builder(name, allow_partial=True, **kwargs)
         if not force:
             for candidate in (builder, partial):
-                if candidate.is_prepared():
+                if prepared(candidate):
                     return candidate
         try:
-            builder.download_and_prepare(download_config=download_config)
+            build(builder)
             return builder
         except IncompleteDataError:
             builder = partial
-    if force or not builder.is_prepared():
-        builder.download_and_prepare(download_config=download_config)
+    if force or not prepared(builder):
+        build(builder)
     return builder
 
 

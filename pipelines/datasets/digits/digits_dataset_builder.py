@@ -1,6 +1,7 @@
 """`digits`: scikit-learn's handwritten digits as variable-size point sets.
 
-Real data that ships inside scikit-learn (1797 scans of 8x8 images, UCI "optdigits" test set), so it
+Real data that ships inside scikit-learn (1797 scans of 8x8 images, UCI "optdigits" test set, in
+`sklearn/datasets/data/digits.csv.gz`: one image a line, 64 pixel values 0..16 then the digit), so it
 runs through the whole pipeline on a fresh machine without a download. Each image becomes the set of
 its non-zero pixels, one point `(x, y, intensity)` per pixel: x, y in [-1, 1] (y up), intensity in
 (0, 1]. Sets have 16 to 42 points, so batches need padding and a mask.
@@ -14,12 +15,31 @@ Example:
 
 from __future__ import annotations
 
+import gzip
+import importlib.resources
+import pathlib
+
 import numpy as np
 import tensorflow_datasets as tfds
 
 CLASS_NAMES = tuple(str(d) for d in range(10))
-TEST_SIZE = 360          # 20% of 1797, stratified by class
+# 360 of the 1797 images, stratified by class; the same fraction of a smaller file (the test fixture).
+TEST_FRACTION = 360 / 1797
 SPLIT_SEED = 0
+
+
+def bundled_csv() -> pathlib.Path:
+    """scikit-learn's copy of the data: `digits.csv.gz`, the file `load_digits` reads."""
+    return pathlib.Path(str(importlib.resources.files("sklearn.datasets") / "data" / "digits.csv.gz"))
+
+
+def read_csv(path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, 8, 8) and labels (n,) of a `digits.csv.gz` file (64 pixels, then the label)."""
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
+    if table.shape[1] != 65:
+        raise ValueError(f"{path}: {table.shape[1]} columns, expected 65 (64 pixels and the label)")
+    return table[:, :64].reshape(-1, 8, 8), table[:, 64]
 
 
 def image_to_points(image: np.ndarray) -> np.ndarray:
@@ -31,13 +51,15 @@ def image_to_points(image: np.ndarray) -> np.ndarray:
     return np.stack([x, y, image[rows, cols] / 16.0], axis=1).astype(np.float32)
 
 
-def split_indices():
-    """Deterministic stratified split of the 1797 images: {"train": idx, "test": idx}."""
-    from sklearn.datasets import load_digits
+def split_indices(labels: np.ndarray) -> dict:
+    """Deterministic stratified split of the images with these labels: {"train": idx, "test": idx}.
+
+    For the 1797 images of scikit-learn's file: 1437 train, 360 test.
+    """
     from sklearn.model_selection import train_test_split
 
-    target = load_digits().target
-    train, test = train_test_split(np.arange(len(target)), test_size=TEST_SIZE, stratify=target,
+    test_size = round(len(labels) * TEST_FRACTION)
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels,
                                    random_state=SPLIT_SEED)
     return {"train": np.sort(train), "test": np.sort(test)}
 
@@ -63,15 +85,18 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             citation="Alpaydin, E. and Kaynak, C. (1998). Optical Recognition of Handwritten Digits. UCI.",
         )
 
+    # The file is read where scikit-learn installed it, not through the download manager: it is
+    # already on the machine, and copying it into TFDS's downloads would gain nothing. Tests point
+    # this at `dummy_data/digits.csv.gz`.
+    source_csv = staticmethod(bundled_csv)
+
     def _split_generators(self, dl_manager):
-        del dl_manager  # the data ships with scikit-learn
-        return {split: self._generate_examples(idx) for split, idx in split_indices().items()}
+        del dl_manager  # nothing to download
+        images, labels = read_csv(self.source_csv())
+        return {split: self._generate_examples(images, labels, idx)
+                for split, idx in split_indices(labels).items()}
 
-    def _generate_examples(self, indices):
-        from sklearn.datasets import load_digits
-
-        digits = load_digits()
+    def _generate_examples(self, images, labels, indices):
         for i in indices:
             key = f"digit_{i:04d}"
-            yield key, {"points": image_to_points(digits.images[i]), "label": int(digits.target[i]),
-                        "shape_id": key}
+            yield key, {"points": image_to_points(images[i]), "label": int(labels[i]), "shape_id": key}

@@ -1,12 +1,13 @@
-"""ModelNet builder tests on small fixtures in all three published forms, written here into tmp dirs.
+"""ModelNet builder tests: TFDS's builder harness on the committed `dummy_data/` (one class per
+published form), and pytest tests on bigger copies written into tmp dirs, for every path that can go wrong.
 
-The fixtures hold a handful of shapes; `sources.EXPECTED` is patched so that they count as complete
-where a test needs a complete copy.
+The tmp copies hold a handful of shapes with the real 2048+ points; `sources.EXPECTED` is patched so
+that they count as complete where a test needs a complete copy.
 """
 
+import hashlib
 import http.server
 import io
-import json
 import pathlib
 import socket
 import threading
@@ -16,89 +17,100 @@ import zipfile
 import h5py
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
+from tensorflow_datasets import testing as tfds_testing
 
 from pipelines import datasets
-from pipelines.datasets import DataFormatError, DataNotFoundError, DownloadError, IncompleteDataError
-from pipelines.datasets.modelnet import download, modelnet_dataset_builder as mb, sources
+from pipelines.datasets import DataFormatError, DataNotFoundError, IncompleteDataError
+from pipelines.datasets.modelnet import modelnet_dataset_builder as mb, sources
 from pipelines.prepare import main as prepare_main
+from tests.support import dummy_data as dd
+from tests.support.dummy_data import SHAPES
 
 P = mb.POINTS_PER_SHAPE
 M40, M10 = sources.MODELNET40_CLASSES, sources.MODELNET10_CLASSES
-# (shape id, split): two ModelNet10 classes and one class only in ModelNet40.
-SHAPES = [("chair_0001", "train"), ("chair_0002", "train"), ("sofa_0001", "train"),
-          ("airplane_0001", "train"), ("chair_0900", "test"), ("airplane_0700", "test")]
-
-
-def _cls(shape_id):
-    return shape_id.rsplit("_", 1)[0]
+DUMMY = pathlib.Path(mb.Builder.code_path).parent / "dummy_data"
+_cls, _box_off = dd.shape_class, dd.box_off
 
 
 def _cloud(shape_id, n=P + 100):
-    """Raw, deliberately off-centre points and unit normals for a shape."""
-    rng = np.random.default_rng(sources.stable_seed(shape_id))
-    points = rng.normal(size=(n, 3)) * [1.0, 2.0, 0.5] + [3.0, -1.0, 0.5]
-    normals = rng.normal(size=(n, 3))
-    return points, normals / np.linalg.norm(normals, axis=1, keepdims=True)
+    return dd.cloud(shape_id, n)
 
 
-def _text_lines(points, normals):
-    return "".join(",".join(f"{v:.6f}" for v in row) + "\n" for row in np.hstack([points, normals]))
+def _dummy_config(variant):
+    """A partial config with as few points per shape as the committed fixtures have."""
+    return mb.ModelNetConfig(name=f"{variant}_dummy", variant=variant, partial=True,
+                             points_per_shape=dd.MODELNET_POINTS,
+                             description=f"{variant}, {dd.MODELNET_POINTS} points (dummy_data)")
 
+
+# --- TFDS's harness: dummy_data as the manual dir, one published form at a time -----------------
+
+class _Form:
+    DATASET_CLASS = mb.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = [_dummy_config("modelnet40")]
+    SPLITS = {"train": 4, "test": 2}
+    FORM = ""
+
+    def test_download_config_manual_dir_is_read(self):
+        """The same fixture through TFDS's own `DownloadConfig(manual_dir=...)`, not the harness's mock."""
+        config = self.BUILDER_CONFIG_NAMES_TO_TEST[0]
+        builder = mb.Builder(data_dir=self.tmp_dir, config=config)
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=self.EXAMPLE_DIR))
+        assert builder.info.metadata["source"] == self.FORM
+        assert builder.info.metadata["found"] == self.SPLITS
+        names = builder.info.features["label"].names
+        for ex in builder.as_dataset(split="train").as_numpy_iterator():
+            shape_id = ex["shape_id"].decode()
+            assert names[ex["label"]] == _cls(shape_id)
+            assert ex["points"].shape == (dd.MODELNET_POINTS, 3)
+            assert np.linalg.norm(ex["points"], axis=1).max() == pytest.approx(1.0, abs=1e-6)
+
+
+class TextReleaseTfdsTest(_Form, tfds_testing.DatasetBuilderTestCase):
+    EXAMPLE_DIR = str(DUMMY / "text")
+    FORM = "text"
+
+
+class ModelNet10FromTextTfdsTest(_Form, tfds_testing.DatasetBuilderTestCase):
+    EXAMPLE_DIR = str(DUMMY / "text")
+    BUILDER_CONFIG_NAMES_TO_TEST = [_dummy_config("modelnet10")]
+    SPLITS = {"train": 3, "test": 1}  # chairs and the sofa; airplanes are not ModelNet10
+    FORM = "text"
+
+
+class Hdf5ReleaseTfdsTest(_Form, tfds_testing.DatasetBuilderTestCase):
+    EXAMPLE_DIR = str(DUMMY / "hdf5")
+    FORM = "hdf5"
+
+
+class PrincetonMeshesTfdsTest(_Form, tfds_testing.DatasetBuilderTestCase):
+    EXAMPLE_DIR = str(DUMMY / "off")
+    FORM = "off"
+
+
+def test_dummy_data_is_what_the_writers_produce(tmp_path):
+    written = dd.write_modelnet(tmp_path)
+    for path in written:
+        committed = DUMMY / path.relative_to(tmp_path)
+        assert committed.read_bytes() == path.read_bytes(), (
+            f"{committed} differs from what tests/support/dummy_data.py writes; regenerate it with "
+            "python -m tests.support.dummy_data")
+        assert committed.stat().st_size < 20_000
+
+
+# --- bigger copies in tmp dirs -------------------------------------------------------------------
 
 def write_text_release(root, shapes=SHAPES, listed=SHAPES):
-    root = pathlib.Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "modelnet40_shape_names.txt").write_text("\n".join(M40) + "\n")
-    (root / "modelnet10_shape_names.txt").write_text("\n".join(M10) + "\n")
-    for variant, classes in (("modelnet40", M40), ("modelnet10", M10)):
-        for split in ("train", "test"):
-            ids = [s for s, sp in listed if sp == split and _cls(s) in classes]
-            (root / f"{variant}_{split}.txt").write_text("\n".join(ids) + "\n")
-    for shape_id, _ in shapes:
-        (root / _cls(shape_id)).mkdir(exist_ok=True)
-        (root / _cls(shape_id) / f"{shape_id}.txt").write_text(_text_lines(*_cloud(shape_id)))
-    return root
+    return dd.write_tree(root, dd.text_release(P + 100, shapes, listed))
 
 
 def write_hdf5_release(root, shapes=SHAPES, with_ids=True):
-    """ply_data_train0..4 / test0..1, shapes spread over the files (some files get none)."""
-    root = pathlib.Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "shape_names.txt").write_text("\n".join(M40) + "\n")
-    for split, count in sources.HDF5_FILES.items():
-        ids = [s for s, sp in shapes if sp == split]
-        for i in range(count):
-            part = ids[i::count]
-            clouds = [_cloud(s, P) for s in part]
-            with h5py.File(root / f"ply_data_{split}{i}.h5", "w") as f:
-                f["data"] = np.array([c[0] for c in clouds], np.float32).reshape(-1, P, 3)
-                f["normal"] = np.array([c[1] for c in clouds], np.float32).reshape(-1, P, 3)
-                f["label"] = np.array([[M40.index(_cls(s))] for s in part], np.uint8).reshape(-1, 1)
-            if with_ids:
-                (root / f"ply_data_{split}_{i}_id2file.json").write_text(
-                    json.dumps([f"{_cls(s)}/{s}.ply" for s in part]))
-    return root
-
-
-def _box_off(shape_id, quads=False, glued_header=True):
-    """A random box as an OFF mesh (z up), as triangles or as quads."""
-    rng = np.random.default_rng(sources.stable_seed(shape_id))
-    size = rng.uniform(0.5, 2.0, size=3)
-    v = np.array([[x, y, z] for x in (0, 1) for y in (0, 1) for z in (0, 1)], float) * size
-    quad = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
-    faces = quad if quads else [t for q in quad for t in ([q[0], q[1], q[2]], [q[0], q[2], q[3]])]
-    head = f"OFF{len(v)} {len(faces)} 0" if glued_header else f"OFF\n{len(v)} {len(faces)} 0"
-    body = [" ".join(f"{c:.6f}" for c in p) for p in v] + [f"{len(f)} " + " ".join(map(str, f)) for f in faces]
-    return "\n".join([head] + body) + "\n"
+    return dd.write_tree(root, dd.hdf5_release(P, shapes, with_ids))
 
 
 def write_off_zip(path, shapes=SHAPES, top="ModelNet40"):
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
-        for k, (shape_id, split) in enumerate(shapes):
-            z.writestr(f"{top}/{_cls(shape_id)}/{split}/{shape_id}.off", _box_off(shape_id, quads=k % 2 == 1))
-    return path
+    return dd.write_zip(path, dd.off_release(shapes, top))
 
 
 def _counts(shapes, classes=M40):
@@ -113,17 +125,26 @@ def complete(monkeypatch):
     monkeypatch.setattr(sources, "EXPECTED", expected)
 
 
+def _url_infos(url, payload: bytes):
+    return {url: tfds.download.checksums.UrlInfo(size=len(payload), checksum=hashlib.sha256(payload).hexdigest(),
+                                                 filename=url.rsplit("/", 1)[1])}
+
+
 @pytest.fixture(autouse=True)
-def no_real_downloads(monkeypatch):
-    """Downloads go to a closed port on this machine: refused at once, like the dead official host."""
+def no_real_downloads(monkeypatch, tmp_path):
+    """No test reaches the network or the developer's own ModelNet copy.
+
+    The only registered archive is on a closed port of this machine (refused at once, like the dead
+    official host), and the fallback $SETNET_MODELNET_DIR points at a folder that does not exist.
+    """
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
     s.close()
-    remote = download.Remote(f"http://127.0.0.1:{port}/modelnet40_ply_hdf5_2048.zip", 10, "0" * 64,
-                             "modelnet40_ply_hdf5_2048.zip")
-    monkeypatch.setattr(mb, "_download_candidates", lambda variant: [remote])
-    return remote
+    url = f"http://127.0.0.1:{port}/modelnet40_ply_hdf5_2048.zip"
+    monkeypatch.setattr(mb.Builder, "url_infos", _url_infos(url, b"0123456789"))
+    monkeypatch.setenv("SETNET_MODELNET_DIR", str(tmp_path / "no-fallback"))
+    return url
 
 
 def _examples(builder, split):
@@ -131,20 +152,20 @@ def _examples(builder, split):
 
 
 def _assert_clean(data_dir):
-    """Nothing half-written: no TFDS temp dirs, no partial downloads, no dataset files."""
-    leftovers = [p for p in pathlib.Path(data_dir).rglob("*")
-                 if p.is_file() and ".config" not in p.parts]
-    assert leftovers == []
-    assert not [p for p in pathlib.Path(data_dir).rglob("*incomplete*")]
+    """A failed prepare in a fresh data dir leaves no trace, not even empty folders."""
+    left = sorted(str(p) for p in pathlib.Path(data_dir).rglob("*")) if pathlib.Path(data_dir).exists() else []
+    assert not pathlib.Path(data_dir).exists(), left
 
 
 def test_checksums_list_the_official_archives():
-    remotes = {r.filename: r for r in download.read_checksums(mb._HERE / "checksums.tsv")}
-    assert remotes["modelnet40_ply_hdf5_2048.zip"].size == 435_212_151
-    assert remotes["modelnet40_ply_hdf5_2048.zip"].url == \
-        "https://shapenet.cs.stanford.edu/media/modelnet40_ply_hdf5_2048.zip"
-    assert remotes["ModelNet40.zip"].sha256.startswith("42dc3e656932")
-    assert remotes["ModelNet40.zip"].size == 2_039_180_837
+    # What the builder's url_infos reads (patched away in these tests: no real download).
+    infos = tfds.download.checksums.load_url_infos(mb.Builder.code_path.parent / "checksums.tsv")
+    by_name = {info.filename: (url, info) for url, info in infos.items()}
+    url, info = by_name["modelnet40_ply_hdf5_2048.zip"]
+    assert url == "https://shapenet.cs.stanford.edu/media/modelnet40_ply_hdf5_2048.zip"
+    assert info.size == 435_212_151
+    url, info = by_name["ModelNet40.zip"]
+    assert info.checksum.startswith("42dc3e656932") and info.size == 2_039_180_837
 
 
 def test_text_release_is_centred_scaled_and_labelled(tmp_path, complete):
@@ -253,7 +274,7 @@ def test_no_data_fails_fast_with_instructions(tmp_path, state, no_real_downloads
         datasets.prepare("modelnet40", data_dir=tmp_path / "tfds", manual_dir=manual)
     msg = str(err.value)
     assert f"{manual} {'does not exist' if state == 'missing' else 'is empty'}" in msg
-    assert no_real_downloads.url in msg and "refused" in msg.lower()
+    assert no_real_downloads in msg and "refused" in msg.lower()
     assert "modelnet40_ply_hdf5_2048.zip" in msg and "ModelNet40.zip" in msg and "--manual-dir" in msg
     assert time.monotonic() - start < 60  # refused, not hung (generous: a loaded CI machine)
     _assert_clean(tmp_path / "tfds")
@@ -349,34 +370,94 @@ class _Server:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/modelnet40_ply_hdf5_2048.zip"
 
 
-def test_download_interrupted_then_completed(tmp_path, complete, monkeypatch):
+def _hdf5_zip(tmp_path) -> bytes:
     release = write_hdf5_release(tmp_path / "src" / "modelnet40_ply_hdf5_2048")
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for f in sorted(release.iterdir()):
             zf.write(f, f"modelnet40_ply_hdf5_2048/{f.name}")
+    return buf.getvalue()
+
+
+@pytest.mark.slow
+def test_download_through_tfds_interrupted_corrupted_then_completed(tmp_path, complete, monkeypatch):
+    payload = _hdf5_zip(tmp_path)
+    server = _Server(payload)
+    data_dir = tmp_path / "tfds"
+
+    def prepare():
+        return datasets.prepare("modelnet40", data_dir=data_dir, manual_dir=tmp_path / "none")
+
+    try:
+        monkeypatch.setattr(mb.Builder, "url_infos", _url_infos(server.url, payload))
+        server.cut = len(payload) // 3
+        with pytest.raises(DataNotFoundError, match=r"was interrupted"):
+            prepare()
+        _assert_clean(data_dir)
+        # TFDS checks the download against the registered size and sha256.
+        monkeypatch.setattr(mb.Builder, "url_infos", _url_infos(server.url, payload + b"x"))
+        server.cut = None
+        with pytest.raises(DataNotFoundError, match=r"does not match the size and sha256 in checksums.tsv"):
+            prepare()
+        _assert_clean(data_dir)
+        monkeypatch.setattr(mb.Builder, "url_infos", _url_infos(server.url, payload))
+        builder = prepare()
+        assert builder.info.metadata["source"] == "hdf5"
+        assert builder.info.splits["test"].num_examples == 2
+        cached = [p for p in (data_dir / "downloads" / "modelnet").iterdir() if p.suffix == ".zip"]
+        assert len(cached) == 1 and cached[0].read_bytes() == payload
+    finally:
+        server.httpd.shutdown()
+    # TFDS's download cache is found again without the network (the host is gone now).
+    again = datasets.prepare("modelnet40", data_dir=data_dir, manual_dir=tmp_path / "none", force=True)
+    assert again.info.metadata["source_location"].startswith(str(cached[0]))
+
+
+@pytest.mark.slow
+def test_failed_prepare_keeps_a_completed_download(tmp_path, complete, monkeypatch):
+    """Undo removes what the run created, but a download TFDS verified is a cache, not debris."""
+    release = write_hdf5_release(tmp_path / "src")
+    with h5py.File(release / "ply_data_train1.h5", "r+") as f:
+        f["label"][0, 0] = 57
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for f in sorted(release.iterdir()):
+            zf.write(f, f.name)
     payload = buf.getvalue()
     server = _Server(payload)
     try:
-        import hashlib
-
-        remote = download.Remote(server.url, len(payload), hashlib.sha256(payload).hexdigest(),
-                                 "modelnet40_ply_hdf5_2048.zip")
-        monkeypatch.setattr(mb, "_download_candidates", lambda variant: [remote])
-        server.cut = len(payload) // 3
-        data_dir = tmp_path / "tfds"
-        with pytest.raises(DataNotFoundError, match=r"interrupted"):
-            datasets.prepare("modelnet40", data_dir=data_dir, manual_dir=tmp_path / "none")
-        _assert_clean(data_dir)
-        server.cut = None
-        builder = datasets.prepare("modelnet40", data_dir=data_dir, manual_dir=tmp_path / "none")
-        assert builder.info.metadata["source"] == "hdf5"
-        assert builder.info.splits["test"].num_examples == 2
-        with pytest.raises(DownloadError, match="sha256"):
-            download.fetch(download.Remote(server.url, len(payload), "0" * 64, "other.zip"), tmp_path / "d")
-        assert list((tmp_path / "d").iterdir()) == []
+        monkeypatch.setattr(mb.Builder, "url_infos", _url_infos(server.url, payload))
+        with pytest.raises(DataFormatError, match="row 0 has label 57"):
+            datasets.prepare("modelnet40", data_dir=tmp_path / "tfds", manual_dir=tmp_path / "none")
     finally:
         server.httpd.shutdown()
+    left = sorted(p.relative_to(tmp_path / "tfds").as_posix() for p in (tmp_path / "tfds").rglob("*"))
+    assert len(left) == 4 and left[:2] == ["downloads", "downloads/modelnet"], left
+    assert left[2].endswith(".zip") and left[3] == left[2] + ".INFO"
+
+
+def test_failed_prepare_removes_only_what_it_created(tmp_path, complete, caplog):
+    """A failed run next to a prepared dataset removes its own folders and nothing else, and the
+    next run does not warn about an empty variant folder."""
+    manual = write_text_release(tmp_path / "manual", shapes=SHAPES[1:])  # chair_0001 missing
+    data_dir = tmp_path / "tfds"
+    datasets.prepare("modelnet40", data_dir=data_dir, manual_dir=manual, allow_partial=True)
+
+    def contents():
+        return {p: p.read_bytes() if p.is_file() else None for p in data_dir.rglob("*")}
+
+    before = contents()
+    argv = ["modelnet40", "--manual-dir", str(manual), "--data-dir", str(data_dir)]
+    assert prepare_main(argv) == 2  # the full config refuses the incomplete copy
+    assert contents() == before
+    assert not (data_dir / "modelnet" / "modelnet40").exists()
+    caplog.clear()
+    assert prepare_main(argv) == 2
+    assert "has no dataset_info.json" not in caplog.text
+    # And in a data dir that did not exist, the command leaves none.
+    assert prepare_main(["modelnet40", "--manual-dir", str(tmp_path / "nothing"),
+                         "--data-dir", str(tmp_path / "fresh")]) == 2
+    _assert_clean(tmp_path / "fresh")
 
 
 def test_prepare_command_prints_a_summary(tmp_path, capsys, monkeypatch):

@@ -472,17 +472,22 @@ def _sources_in(tree: Tree) -> list[Source]:
 
 
 def find_sources(roots) -> list[Source]:
-    """Every recognised ModelNet copy under `roots` (directories, and zip archives inside them).
+    """Every recognised ModelNet copy in `roots`: directories (and zip archives anywhere below them)
+    or zip archives themselves; roots that do not exist are passed over.
 
     An unreadable zip is skipped while anything else is found; alone, its error is raised.
     """
     out, broken = [], []
     for root in roots:
         root = pathlib.Path(root)
-        if not root.is_dir():
+        if root.is_file():
+            zips = [root]
+        elif root.is_dir():
+            out += _sources_in(Tree(root))
+            zips = sorted(root.rglob("*.zip"))
+        else:
             continue
-        out += _sources_in(Tree(root))
-        for z in sorted(root.rglob("*.zip")):
+        for z in zips:
             try:
                 out += _sources_in(Tree(z))
             except DataFormatError as e:

@@ -1,9 +1,43 @@
-"""Tests of the synthetic_shapes generator and its TFDS builder."""
+"""Tests of the synthetic_shapes generator and its TFDS builder (TFDS's harness included)."""
+
+import pathlib
 
 import numpy as np
 import pytest
+from tensorflow_datasets import testing as tfds_testing
 
 from pipelines.datasets.synthetic_shapes import synthetic_shapes_dataset_builder as ss
+from tests.support import dummy_data as dd
+
+DUMMY = pathlib.Path(ss.Builder.code_path).parent / "dummy_data"
+
+
+class SyntheticShapesTfdsTest(tfds_testing.DatasetBuilderTestCase):
+    """TFDS's checks on a small config; `dummy_data/expected_dummy.npz` holds its examples."""
+
+    DATASET_CLASS = ss.Builder
+    BUILDER_CONFIG_NAMES_TO_TEST = [dd.synthetic_dummy_config()]
+    SPLITS = {"train": 10, "test": 5}
+
+    def test_examples_are_the_committed_ones(self):
+        # Same name and version must mean same data (TFDS's versioning contract): a change to the
+        # generator that moves these points needs a new VERSION, and then new dummy data.
+        builder = ss.Builder(data_dir=self.tmp_dir, config=self.BUILDER_CONFIG_NAMES_TO_TEST[0])
+        builder.download_and_prepare()
+        with open(DUMMY / "expected_dummy.npz", "rb") as f, np.load(f) as expected:
+            for split in self.SPLITS:
+                got = {ex["shape_id"].decode(): ex for ex in builder.as_dataset(split=split).as_numpy_iterator()}
+                assert len(got) == self.SPLITS[split]
+                for i in range(self.SPLITS[split]):
+                    ex = got[f"{split}_{i:06d}"]
+                    assert ex["label"] == expected[f"{split}_labels"][i]
+                    np.testing.assert_allclose(ex["points"], expected[f"{split}_points"][i], atol=1e-5)
+
+
+def test_dummy_data_is_what_the_writer_produces(tmp_path):
+    written = dd.write_synthetic(tmp_path)
+    assert (DUMMY / written.name).read_bytes() == written.read_bytes(), (
+        "regenerate dummy_data with python -m tests.support.dummy_data (and bump VERSION)")
 
 
 @pytest.mark.parametrize("label", range(len(ss.CLASS_NAMES)))
