@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from pipelines.datasets import DATASETS
-from setnet.config import ConfigError, Section, apply, format_value, reference_rows, setting, suggest
+from setnet.config import ConfigError, Section, apply, reference_rows, setting, suggest
 from setnet.models.config import BLOCKS, ModelConfig
 
 CONFIG_DIR = pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -309,7 +309,7 @@ def reference_markdown() -> str:
     for kind, cls in BLOCKS.items():
         for key, _, default, allowed, doc in reference_rows(cls):
             seen.setdefault(key, []).append(kind)
-            rows.setdefault(key, (default if key != "kind" else format_value("linear"), allowed, doc))
+            rows.setdefault(key, (default, allowed, doc))  # kind: the first block class's, linear
     for key, kinds in seen.items():
         where = "all" if len(kinds) == len(BLOCKS) else ", ".join(kinds)
         default, allowed, doc = rows[key]

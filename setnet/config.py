@@ -212,6 +212,10 @@ class Section:
     def check(self) -> None:
         """Rules across keys; raise ConfigError('<key>: <rule>') (the key relative to this section)."""
 
+    def summary(self) -> str:
+        """A few words for the documentation table (default: the fields as a dict)."""
+        return str(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dicts and lists (for YAML, JSON and MLflow params)."""
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -326,7 +330,7 @@ def format_value(value) -> str:
     if isinstance(value, str):
         return f"`{value}`"
     if isinstance(value, Section):
-        return f"{value.kind} {value.units}" if hasattr(value, "units") else str(value.to_dict())
+        return value.summary()
     if isinstance(value, (tuple, list)):
         if value and all(isinstance(v, Section) for v in value):
             return ", ".join(format_value(v) for v in value)

@@ -45,7 +45,7 @@ from setnet.config import ConfigError
 from setnet.models.config import Block, ModelConfig
 
 
-def resolve_model_config(config: ModelConfig | Mapping[str, Any] | None,
+def _resolve_model_config(config: ModelConfig | Mapping[str, Any] | None,
                          num_classes: int | None = None) -> tuple[ModelConfig, int]:
     """(model config, number of classes) from a `ModelConfig` or a mapping of its keys.
 
@@ -130,7 +130,7 @@ def build_classifier(config: ModelConfig | Mapping[str, Any] | None = None, num_
     >>> model.output.shape
     (None, 4)
     """
-    cfg, num_classes = resolve_model_config(config, num_classes)
+    cfg, num_classes = _resolve_model_config(config, num_classes)
     if cfg.type == "pointnet":
         from setnet.models.pointnet import build_pointnet
 

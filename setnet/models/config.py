@@ -40,8 +40,11 @@ class Block(Section):
     normalization: bool = setting(True, "SetNormalization after the layer")
     dropout: float = setting(0.0, "dropout rate after the block", min=0.0, max=1.0, max_exclusive=True)
 
+    def summary(self) -> str:
+        return f"{self.kind} {self.units}"
+
     def check(self):
-        own = BLOCK_CLASSES_BY_NAME.get(type(self).__name__)
+        own = _KIND_OF.get(type(self))
         if own is not None and self.kind != own:
             raise ConfigError(f"kind: a {type(self).__name__} has kind {own!r}, got {self.kind!r}")
         if self.kind in ("quadratic", "folded") and self.pooling == "max":
@@ -72,7 +75,7 @@ class FoldedBlock(Block):
 
 
 BLOCKS: dict[str, type[Block]] = {"linear": LinearBlock, "quadratic": QuadraticBlock, "folded": FoldedBlock}
-BLOCK_CLASSES_BY_NAME = {cls.__name__: kind for kind, cls in BLOCKS.items()}
+_KIND_OF = {cls: kind for kind, cls in BLOCKS.items()}
 
 
 @dataclasses.dataclass(frozen=True)
