@@ -262,6 +262,7 @@ def load_config(path: str | pathlib.Path | None = None, overrides: list[str] | t
         cfg = _load_file(DEFAULT_CONFIG) if DEFAULT_CONFIG.exists() else Config()
     else:
         cfg = _load_file(pathlib.Path(path))
+    parsed = []
     for text in overrides:
         keys, value = parse_override(text)
         if keys[0] == "extends":
@@ -269,8 +270,31 @@ def load_config(path: str | pathlib.Path | None = None, overrides: list[str] | t
         nested: Any = value
         for k in reversed(keys):
             nested = {k: nested}
-        cfg = apply(cfg, nested, source=f"--set {text}", root=Config)
+        parsed.append((text, nested))
+    for i, (text, nested) in enumerate(parsed):
+        try:
+            cfg = apply(cfg, nested, source=f"--set {text}", root=Config)
+        except ConfigError:
+            # A rule across keys may hold only once a later --set is in (--set train.epochs=1
+            # --set train.warmup_epochs=0 on a config with warm-up): the rest applied together
+            # decide; if they fail too, this override's own error is the one to show.
+            together: dict = {}
+            for _, later in parsed[i:]:
+                _merge_into(together, later)
+            try:
+                return apply(cfg, together, source="--set " + " ".join(t for t, _ in parsed[i:]), root=Config)
+            except ConfigError:
+                pass
+            raise
     return cfg
+
+
+def _merge_into(target: dict, update: dict) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_into(target[key], value)
+        else:
+            target[key] = value
 
 
 # --------------------------------------------------------------------------- output

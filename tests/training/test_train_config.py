@@ -262,3 +262,13 @@ def test_prepare_names_the_known_datasets_for_an_unknown_one(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "did you mean 'modelnet40' or 'modelnet10'?" in err
     assert "known: synthetic_shapes, digits, modelnet40, modelnet10" in err
+
+
+def test_rules_across_keys_see_all_overrides():
+    # configs/modelnet.yaml warms up for 2 epochs: one epoch is fine once warm-up is off too,
+    # whichever --set comes first.
+    cfg = load_config(CONFIG_DIR / "modelnet.yaml", ["train.epochs=1", "train.warmup_epochs=0"])
+    assert (cfg.train.epochs, cfg.train.warmup_epochs) == (1, 0)
+    with pytest.raises(ConfigError, match=r"train.warmup_epochs: must be less than train.epochs \(1\), got 2 "
+                                          r"in --set train.epochs=1$"):
+        load_config(CONFIG_DIR / "modelnet.yaml", ["train.epochs=1"])
