@@ -118,7 +118,7 @@ def main(argv=None) -> int:
         base = version_dir.parent
     name = base.name
 
-    args_server = ["--model-name", name, "--model-base-path", str(base), "--port", "0", "--max-inflight", "1024",
+    args_server = ["--model-name", name, "--model-base-path", str(base), "--max-inflight", "1024",
                    "--max-batch-size", str(max(batches)), "--file-system-poll-wait-seconds", "0",
                    "--log-level", "warning"]
     with ServerProcess(args_server, tmp.name) as server:

@@ -1,7 +1,11 @@
-"""`python -m serving.server`: parse the flags, load the models, listen, serve.
+"""`python -m serving.server`: parse the flags, load the models, listen, serve REST and gRPC.
 
-    python -m serving.server --model-name setnet --model-base-path exports/setnet --port 8501
-    python -m serving.server --model-config-file serving/models.config --port 0 --ready-file ready.json
+    python -m serving.server --model-name setnet --model-base-path exports/setnet
+    python -m serving.server --model-config-file serving/models.config --rest_api_port 8501 --port 8500
+
+`--port` is gRPC (PredictionService, ModelService; default 8500) and `--rest_api_port` REST
+(default 8501), as in `tensorflow_model_server`; both are served by this one process from
+the same loaded models, gRPC from a `grpc.server` thread pool beside uvicorn.
 
 Bad flags or config files end with one `error: ...` line and exit code 2. See docs/serving.md.
 """
@@ -14,13 +18,13 @@ import json
 import logging
 import os
 import pathlib
+import signal
 import socket
 import sys
 import threading
-import time
 
 from serving.server.app import create_app
-from serving.server.config import Limits, build_parser, configs_from_args
+from serving.server.config import Limits, build_parser, check_ports, configs_from_args
 from serving.server.errors import ConfigError
 from serving.server.versions import ModelRegistry
 
@@ -32,6 +36,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        check_ports(args)
         configs = configs_from_args(args)
         limits = Limits(args.max_points, args.max_batch_size, args.max_body_bytes,
                         args.max_inflight)
@@ -48,13 +53,41 @@ def main(argv=None) -> int:
               "`pip install --no-deps 'tensorflow-serving-api>=2.21,<2.22'`", file=sys.stderr)
         return 2
 
-    import uvicorn
-
     registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
                              config_file=args.model_config_file,
                              config_poll_seconds=args.model_config_file_poll_wait_seconds,
                              on_load=gc.freeze)
-    # Like TF Serving, load what is there before accepting requests.
+    # Bind both ports before loading, so that a port in use is reported at once and not
+    # after minutes of loading; neither API answers before the models are loaded.
+    rest_sock = None
+    if args.rest_api_port:
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only
+        # for sockets that say so, and without it keep-alive answers wait ~40 ms on delayed
+        # ACKs.
+        rest_sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET,
+                                  socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        rest_sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            rest_sock.bind((args.host, args.rest_api_port))
+        except OSError as err:
+            print(f"error: cannot listen on {args.host}:{args.rest_api_port} for REST: "
+                  f"{err.strerror}; pick another --rest_api_port", file=sys.stderr)
+            return 2
+    from serving.server.grpc_service import create_grpc_server
+
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    addresses = ([f"{host}:{args.port}"] if args.port else []) + (
+        [f"unix:{args.grpc_socket_path}"] if args.grpc_socket_path else [])
+    try:
+        grpc_server, grpc_ports = create_grpc_server(registry, limits, addresses,
+                                                     args.grpc_max_threads)
+    except OSError as err:
+        print(f"error: {err} for gRPC; pick another --port", file=sys.stderr)
+        return 2
+    rest_url = f"http://{host}:{rest_sock.getsockname()[1]}" if rest_sock else None
+    grpc_target = f"{host}:{grpc_ports[0]}" if args.port else None
+
+    # Like TF Serving, load what is there before answering requests.
     registry.poll_once()
     # A JSON batch of clouds is ~30k small lists; with TensorFlow's ~400k long-lived objects
     # in the heap, the collections those allocations trigger cost 3-4x the parse itself.
@@ -62,38 +95,49 @@ def main(argv=None) -> int:
     # generation less often removes that; nothing here makes many reference cycles.
     gc.freeze()
     gc.set_threshold(100_000, 50, 100)
-    # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only for
-    # sockets that say so, and without it keep-alive answers wait ~40 ms on delayed ACKs.
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET,
-                         socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((args.host, args.port))
-    except OSError as err:
-        print(f"error: cannot listen on {args.host}:{args.port}: {err.strerror}; pick another "
-              f"--port (0 picks a free one)", file=sys.stderr)
-        return 2
-    port = sock.getsockname()[1]
-    url = f"http://{args.host}:{port}"
-    app = create_app(registry, limits)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+
+    # Both APIs stop on SIGINT/SIGTERM: uvicorn handles the signal while it runs and then
+    # hands it on to this handler, which also ends the wait of a gRPC-only server.
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    grpc_server.start()
+    registry.start()
+    server = None
+    if rest_sock is not None:
+        import uvicorn
+
+        app = create_app(registry, limits, manage_registry=False)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                               lifespan="on", timeout_graceful_shutdown=5))
 
     def announce():
-        while not server.started:
-            time.sleep(0.05)
+        while server is not None and not server.started:
+            if stop.wait(0.05):
+                return
         for c in configs:
             log.info("serving model %s from %s (policy %s, labels %s)", c.name, c.base_path,
                      ":".join(map(str, c.policy)), c.labels or "none")
-        print(f"serving on {url}  (e.g. curl {url}/v1/models/{configs[0].name})", flush=True)
+        apis = ([f"REST on {rest_url} (e.g. curl {rest_url}/v1/models/{configs[0].name})"]
+                if rest_url else []) + ([f"gRPC on {grpc_target}"] if grpc_target else []) + (
+            [f"gRPC on unix:{args.grpc_socket_path}"] if args.grpc_socket_path else [])
+        print("serving " + ", ".join(apis), flush=True)
         if args.ready_file:
             tmp = pathlib.Path(args.ready_file + ".tmp")
-            tmp.write_text(json.dumps({"url": url, "pid": os.getpid()}))
+            tmp.write_text(json.dumps({"url": rest_url, "grpc": grpc_target,
+                                       "pid": os.getpid()}))
             os.replace(tmp, args.ready_file)
 
     threading.Thread(target=announce, daemon=True).start()
-    server.run(sockets=[sock])
+    try:
+        if server is not None:
+            server.run(sockets=[rest_sock])
+        else:
+            stop.wait()
+    finally:
+        stop.set()
+        grpc_server.stop(grace=5).wait()
+        registry.stop()
     return 0
 
 

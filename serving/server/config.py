@@ -2,8 +2,9 @@
 
 `load_model_config_file` reads a text-format `ModelServerConfig` (the file
 `tensorflow_model_server --model_config_file` reads, e.g. serving/models.config);
-`build_parser` defines the flags (TF Serving's spellings are accepted too) and
-`configs_from_args` combines both into one `ModelConfig` per served model.
+`build_parser` defines the flags (TF Serving's spellings are accepted too, with its
+meanings: `--port` is gRPC, `--rest_api_port` REST), `check_ports` checks the listening
+flags and `configs_from_args` combines file and flags into one `ModelConfig` per model.
 
 Example:
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import pathlib
 
 from serving.server.errors import ConfigError
@@ -128,7 +130,8 @@ class Limits:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m serving.server",
-        description="TF-Serving-compatible REST server for SavedModels under BASE/<version>/.")
+        description="TF-Serving-compatible REST and gRPC server for SavedModels under "
+                    "BASE/<version>/.")
     p.add_argument("--model-name", "--model_name", help="model name in the URLs")
     p.add_argument("--model-base-path", "--model_base_path",
                    help="folder with one integer subfolder per version")
@@ -138,9 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-config-file-poll-wait-seconds",
                    "--model_config_file_poll_wait_seconds", type=float, default=0.0,
                    help="re-read the config file this often (0: never)")
-    p.add_argument("--port", "--rest-api-port", "--rest_api_port", type=int, default=8501,
-                   help="REST port (0: any free port; see --ready-file)")
-    p.add_argument("--host", default="127.0.0.1")
+    # The ports mean what they mean to tensorflow_model_server: --port is gRPC and
+    # --rest_api_port REST, 0 switches that API off. Only the REST default differs (TF
+    # Serving's is 0, no REST), because REST is what this server is mostly used for.
+    p.add_argument("--port", type=int, default=8500,
+                   help="gRPC port (PredictionService, ModelService); 0: none, then give "
+                        "--grpc_socket_path")
+    p.add_argument("--grpc_socket_path", "--grpc-socket-path", default="",
+                   help="also serve gRPC on this UNIX socket")
+    p.add_argument("--rest_api_port", "--rest-api-port", type=int, default=8501,
+                   help="REST port (0: no REST API)")
+    p.add_argument("--grpc_max_threads", "--grpc-max-threads", type=int,
+                   default=4 * (os.cpu_count() or 1),
+                   help="gRPC worker threads (default: 4 per CPU, as TF Serving)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address both APIs listen on (TF Serving: all interfaces, 0.0.0.0)")
     p.add_argument("--version-policy", default=None,
                    help="latest (default), latest:N, all, specific:V1,V2")
     p.add_argument("--version-label", action="append", metavar="LABEL=VERSION",
@@ -159,6 +174,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ready-file", help="write {\"url\": ...} here once serving")
     p.add_argument("--log-level", default="info")
     return p
+
+
+def check_ports(args) -> None:
+    """The listening flags make sense together, or a `ConfigError` says what to change."""
+    for flag, value in (("--port", args.port), ("--rest_api_port", args.rest_api_port)):
+        if not 0 <= value <= 65535:
+            raise ConfigError(f"{flag} must be a port number from 0 to 65535, got {value}")
+    if args.port == 0 and not args.grpc_socket_path:
+        raise ConfigError("--port 0 leaves gRPC without a port; give a --port (TF Serving's "
+                          "8500) or a --grpc_socket_path")
+    if args.port and args.port == args.rest_api_port:
+        raise ConfigError(f"--port (gRPC) and --rest_api_port (REST) are both {args.port}; "
+                          f"give them different ports (e.g. 8500 and 8501)")
+    if args.grpc_max_threads < 1:
+        raise ConfigError(f"--grpc_max_threads must be >= 1, got {args.grpc_max_threads}")
 
 
 def configs_from_args(args) -> list[ModelConfig]:

@@ -76,7 +76,7 @@ def endpoint(request, tmp_path_factory):
     # Start the server first: it imports TensorFlow while this process trains and exports,
     # and it picks the versions up from the folder as they appear.
     server = ServerProcess(["--model-name", EMBEDDED_MODEL, "--model-base-path", str(base), "--host", "127.0.0.1",
-                            "--port", "0", "--version-policy", "all", "--file-system-poll-wait-seconds", "0.3"] + [
+                            "--version-policy", "all", "--file-system-poll-wait-seconds", "0.3"] + [
         a for k, v in labels.items() for a in ("--version-label", f"{k}={v}")], work)
     try:
         import tensorflow as tf
