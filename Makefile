@@ -70,16 +70,17 @@ bench-layers: $(STAMP)  ## equivariant layers: fwd+bwd time and peak memory vs T
 EXPORTS    ?= exports
 EXPORT     ?= setnet-default
 SERVE_PORT ?= 8501
-serve: $(STAMP)  ## embedded TF-Serving-compatible server on $(EXPORTS)/$(EXPORT) as model "setnet" (docs/serving.md)
+GRPC_PORT  ?= 8500
+serve: $(STAMP)  ## embedded TF-Serving-compatible server on $(EXPORTS)/$(EXPORT) as model "setnet": REST $(SERVE_PORT), gRPC $(GRPC_PORT) (docs/serving.md)
 	@ls $(EXPORTS)/$(EXPORT)/[0-9]*/saved_model.pb >/dev/null 2>&1 || { echo "error: no exported model under $(EXPORTS)/$(EXPORT)/<version>/; run 'make train' first, or pick another folder under $(EXPORTS)/ with EXPORT=<name>"; exit 1; }
-	$(PY) -m serving.server --model-config-file serving/models.config --model-base-path $(EXPORTS)/$(EXPORT) --port $(SERVE_PORT) $(ARGS)
+	$(PY) -m serving.server --model-config-file serving/models.config --model-base-path $(EXPORTS)/$(EXPORT) --rest_api_port $(SERVE_PORT) --port $(GRPC_PORT) $(ARGS)
 
 serve-docker:  ## tensorflow/serving on $(EXPORTS)/$(EXPORT) with serving/models.config (docker-compose.yml; REST 8501, gRPC 8500)
 	@ls $(EXPORTS)/$(EXPORT)/[0-9]*/saved_model.pb >/dev/null 2>&1 || { echo "error: no exported model under $(EXPORTS)/$(EXPORT)/<version>/; run 'make train' first, or pick another folder under $(EXPORTS)/ with EXPORT=<name>"; exit 1; }
 	@command -v docker >/dev/null || { echo "error: docker not found; install Docker (with the compose plugin), or use 'make serve' for the embedded server"; exit 1; }
-	SETNET_EXPORTS=$(abspath $(EXPORTS)) SETNET_EXPORT=$(EXPORT) SETNET_REST_PORT=$(SERVE_PORT) docker compose -f docker-compose.yml up $(ARGS)
+	SETNET_EXPORTS=$(abspath $(EXPORTS)) SETNET_EXPORT=$(EXPORT) SETNET_REST_PORT=$(SERVE_PORT) SETNET_GRPC_PORT=$(GRPC_PORT) docker compose -f docker-compose.yml up $(ARGS)
 
-bench-serve: $(STAMP)  ## REST (embedded server) vs in-process SavedModel: req/s, p50, p99 at batch 1 and 32 (ARGS="--clients 16 --duration 30")
+bench-serve: $(STAMP)  ## REST and gRPC (embedded server) vs in-process SavedModel: req/s, p50, p99 at batch 1 and 32 (ARGS="--clients 16 --duration 30")
 	$(PY) -m benchmarks.bench_serve $(ARGS)
 
 .PHONY: bench-teleport
