@@ -1,5 +1,6 @@
-"""Spectral reading of equivariant networks (seed 001): isotypic decompositions, interaction graphs of
-pointwise activations, and layer-by-layer spectra of trained networks.
+"""Spectral reading of equivariant networks: isotypic decompositions, interaction graphs of
+pointwise activations, and layer-by-layer spectra of trained networks, after Gibson, Tubbenhauer &
+Williamson, "Equivariant neural networks and piecewise linear representation theory" (arXiv:2408.00949).
 
 >>> from setnet.spectral import decompose
 >>> decompose("C8").labels
@@ -27,7 +28,6 @@ from setnet.spectral.isotypic import (
     two_transitive,
 )
 from setnet.spectral.spectrum import (
-    log_spectrum_to_mlflow,
     network_spectrum,
     plot_spectrum,
     spectrum_metrics,
@@ -39,6 +39,6 @@ __all__ = [
     "ACTIVATIONS", "InteractionGraph", "PLFit", "cyclic_rule", "kernel_bound", "kernel_rule", "measure_graph",
     "pl_map_fit",
     "Component", "Isotypic", "cyclic_fourier", "decompose", "numerical", "permutation_matrix",
-    "torus_fourier", "two_transitive", "log_spectrum_to_mlflow", "network_spectrum", "plot_spectrum",
+    "torus_fourier", "two_transitive", "network_spectrum", "plot_spectrum",
     "spectrum_metrics", "spectrum_table", "write_spectrum_artifacts",
 ]
