@@ -3,8 +3,10 @@
 For a layer whose output is a set or signal ``(batch, N, C)`` on which G acts
 through the N axis, the energy in component V_ρ is Σ_{batch, channel}
 ||P_ρ x[b, :, c]||², summed over a dataset. Reading this table layer by layer
-is seed 001's generalised Fourier view of a network: linear equivariant
-layers keep each component's energy where it is (Schur), activations move it.
+is the generalised Fourier view of a network of Gibson, Tubbenhauer &
+Williamson, "Equivariant neural networks and piecewise linear representation
+theory" (arXiv:2408.00949): linear equivariant layers keep each component's
+energy where it is (Schur), activations move it.
 
 Two kinds of group:
   * a fixed group on N points (``"C16"``, a ``PermGroup`` or an ``Isotypic``):
@@ -28,8 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
-import time
+import sys
 
 import numpy as np
 
@@ -139,7 +140,7 @@ def network_spectrum(model, dataset, group=SET_GROUP, layers=None, max_batches=N
         layers: names of the layers to read (default: every layer with a
             ``(batch, N, C)`` output on which the group acts, inputs included).
         max_batches: stop after this many batches.
-        progress: show a progress bar (default: when writing to a terminal).
+        progress: show a batch counter on stderr (default: when stderr is a terminal).
 
     Returns:
         One dict per layer, in model order: ``layer`` (name), ``class``,
@@ -148,19 +149,21 @@ def network_spectrum(model, dataset, group=SET_GROUP, layers=None, max_batches=N
         -> readable label) and ``total``. Input layers appear as ``"input"``
         when the model has a single input, else under their names.
     """
-    from tqdm.auto import tqdm
-
     decomp = resolve_group(group)
     chosen, probe = _probe_layers(model, decomp, layers)
     sums = [np.zeros(len(decomp.names)) for _ in chosen]
-    for x, mask in tqdm(_batches(dataset, max_batches), desc="spectrum", unit="batch",
-                        disable=None if progress is None else not progress, leave=False):
+    show = sys.stderr.isatty() if progress is None else progress
+    for done, (x, mask) in enumerate(_batches(dataset, max_batches), start=1):
+        if show:  # one self-overwriting line, erased at the end
+            print(f"\rspectrum: batch {done}", end="", file=sys.stderr, flush=True)
         outs = probe(x, training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for s, out in zip(sums, outs):
             out = np.asarray(out)
             m = mask if (mask is not None and mask.shape == out.shape[:2]) else None
             s += activation_energy(out, decomp, m)
+    if show:
+        print("\r" + " " * 40 + "\r", end="", file=sys.stderr, flush=True)
     if not any(s.sum() for s in sums):
         raise ValueError("the dataset gave no batches (or only zeros); nothing to measure")
     rows = []
@@ -240,32 +243,3 @@ def write_spectrum_artifacts(spectrum: list[dict], folder, title: str = "energy 
         json.dump(spectrum, f, indent=1)
     plot_spectrum(spectrum, paths[2], title)
     return paths
-
-
-def log_spectrum_to_mlflow(spectrum: list[dict], step: int | None = None, prefix: str = "spectrum",
-                           run_id: str | None = None, artifact_path: str = "spectrum", client=None) -> None:
-    """Log a spectrum to MLflow: the metrics of ``spectrum_metrics`` and, as artifacts, the files of
-    ``write_spectrum_artifacts``.
-
-    Args:
-        spectrum: the output of ``network_spectrum``.
-        step: the metric step (e.g. the epoch); artifacts then go to ``<artifact_path>/step_<step>``.
-        prefix: metric name prefix.
-        run_id: the run to log to; default the active run.
-        artifact_path: folder for the artifacts in the run.
-        client: an ``MlflowClient`` (default: one for the current tracking URI).
-    """
-    import mlflow
-    from mlflow.entities import Metric
-    from mlflow.tracking import MlflowClient
-
-    run_id = run_id or (mlflow.active_run().info.run_id if mlflow.active_run() else None)
-    if run_id is None:
-        raise ValueError("no MLflow run: call inside `with mlflow.start_run():` or pass run_id")
-    client = client or MlflowClient()
-    now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, step or 0)
-                                      for k, v in spectrum_metrics(spectrum, prefix).items()])
-    with tempfile.TemporaryDirectory() as tmp:
-        write_spectrum_artifacts(spectrum, tmp)
-        client.log_artifacts(run_id, tmp, artifact_path if step is None else f"{artifact_path}/step_{step}")

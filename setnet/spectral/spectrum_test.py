@@ -1,6 +1,4 @@
-"""Network spectra on C_n signal networks and on the set classifier; table, PNG and MLflow logging."""
-
-import os
+"""Network spectra on C_n signal networks and on the set classifier; table, PNG and metric names."""
 
 import keras
 import numpy as np
@@ -9,8 +7,7 @@ import pytest
 from setnet.layers import TiedEquivariantDense
 from setnet.spectral import decompose
 from setnet.spectral.spectrum import (
-    log_spectrum_to_mlflow, network_spectrum, plot_spectrum, spectrum_metrics, spectrum_table,
-    write_spectrum_artifacts,
+    network_spectrum, plot_spectrum, spectrum_metrics, spectrum_table, write_spectrum_artifacts,
 )
 from setnet.symmetry import colors, cyclic
 
@@ -85,56 +82,22 @@ def test_set_classifier_spectrum_ignores_padding():
     assert a[0]["energy"]["trivial"] == pytest.approx(expected, rel=1e-6)
 
 
-class RecordingClient:
-    """Stands in for MlflowClient (a fresh MLflow SQLite store costs ~15 s of migrations per test run)."""
-
-    def __init__(self):
-        self.metrics, self.artifacts = [], {}
-
-    def log_batch(self, run_id, metrics=()):
-        self.metrics += [(run_id, m.key, m.value, m.step) for m in metrics]
-
-    def log_artifacts(self, run_id, local_dir, artifact_path=None):
-        self.artifacts[artifact_path] = {name: open(os.path.join(local_dir, name), "rb").read()
-                                         for name in os.listdir(local_dir)}
-
-
-def test_artifacts_and_mlflow(tmp_path):
-    from mlflow.utils.validation import _validate_metric_name
-
+def test_artifacts_and_metrics(tmp_path):
     x = np.random.default_rng(3).normal(size=(16, 8, 2)).astype("float32")
     rows = network_spectrum(c8_model(), x, "C8")
     paths = write_spectrum_artifacts(rows, tmp_path / "art")
     assert open(paths[2], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert open(paths[0]).read().startswith("| layer | k=0")
     plot_spectrum(rows, tmp_path / "s.png")
     metrics = spectrum_metrics(rows)
     assert "spectrum/relu/k0" in metrics and len(metrics) == 4 * 5
-    for name in metrics:
-        _validate_metric_name(name)  # MLflow's own check of metric names
-
-    with pytest.raises(ValueError, match="no MLflow run"):
-        log_spectrum_to_mlflow(rows, client=RecordingClient())
-    client = RecordingClient()
-    log_spectrum_to_mlflow(rows, step=3, run_id="r1", client=client)
-    assert {(k, v, step) for _, k, v, step in client.metrics} == {(k, v, 3) for k, v in metrics.items()}
-    files = client.artifacts["spectrum/step_3"]
-    assert set(files) == {"spectrum.md", "spectrum.json", "spectrum.png"}
-    assert files["spectrum.md"].decode().startswith("| layer | k=0")
+    assert sum(v for k, v in metrics.items() if k.startswith("spectrum/relu/")) == pytest.approx(1.0)
 
 
-def test_spectrum_cli_on_a_saved_classifier(tmp_path, capsys):
-    from setnet.models import build_classifier
-    from setnet.spectral.__main__ import main
-
-    keras.utils.set_random_seed(4)
-    model = build_classifier({"num_classes": 4, "blocks": [{"kind": "linear", "units": 8}], "head": [8]})
-    model.save(tmp_path / "tiny.keras")
-    argv = ["spectrum", "--model", str(tmp_path / "tiny.keras"), "--dataset", "synthetic_shapes/small",
-            "--num-points", "32", "--batch-size", "8", "--max-batches", "1", "--data-dir", str(tmp_path / "tfds"),
-            "--out", str(tmp_path / "spec")]
-    assert main(argv) == 0
-    out = capsys.readouterr().out
-    assert "\n| layer | trivial | standard |" in "\n" + out and "| points |" in out
-    assert (tmp_path / "spec" / "spectrum.png").read_bytes()[:4] == b"\x89PNG"
-    assert main(["spectrum", "--model", str(tmp_path / "missing.keras")]) == 2
-    assert "no model file" in capsys.readouterr().err
+def test_progress_line_goes_to_stderr_and_is_erased(capsys):
+    x = np.random.default_rng(3).normal(size=(4, 8, 2)).astype("float32")
+    network_spectrum(c8_model(), x, "C8", progress=True)
+    err = capsys.readouterr().err
+    assert "spectrum: batch 1" in err and err.endswith("\r")
+    network_spectrum(c8_model(), x, "C8", progress=False)
+    assert capsys.readouterr().err == ""
