@@ -22,6 +22,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
+from pipelines.datasets import DataFormatError
+
 CLASS_NAMES = tuple(str(d) for d in range(10))
 # 360 of the 1797 images, stratified by class; the same fraction of a smaller file (the test fixture).
 TEST_FRACTION = 360 / 1797
@@ -38,7 +40,8 @@ def read_csv(path) -> tuple[np.ndarray, np.ndarray]:
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
     if table.shape[1] != 65:
-        raise ValueError(f"{path}: {table.shape[1]} columns, expected 65 (64 pixels and the label)")
+        raise DataFormatError(f"{path}: {table.shape[1]} columns, expected 65 (64 pixels and the label); "
+                              "not scikit-learn's digits.csv.gz: reinstall scikit-learn")
     return table[:, :64].reshape(-1, 8, 8), table[:, 64]
 
 

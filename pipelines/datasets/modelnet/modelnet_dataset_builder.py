@@ -31,6 +31,7 @@ import tensorflow_datasets as tfds
 
 from pipelines import datasets
 from pipelines.datasets import DataNotFoundError, DownloadError, IncompleteDataError
+from pipelines.datasets.cleanup import undo_on_failure
 from pipelines.datasets.modelnet import sources
 
 POINTS_PER_SHAPE = 2048
@@ -109,8 +110,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         # or an empty folder alike, without naming it.
         given = download_config.manual_dir if download_config else None
         self._manual_dir_given = pathlib.Path(given).expanduser() if given else None
-        return super().download_and_prepare(download_dir=download_dir, download_config=download_config,
-                                             **kwargs)
+        # Also under `tfds build`: a failed run (no data, interrupted download) leaves nothing.
+        with undo_on_failure(self.data_dir_root, self.name):
+            return super().download_and_prepare(download_dir=download_dir, download_config=download_config,
+                                                **kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         cfg = self.builder_config
@@ -158,7 +161,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         if fallback != manual:
             why += f", nor does {fallback}"
         errors = []
-        for url, info in sorted((self.url_infos or {}).items(), key=lambda item: item[1].size):
+        infos = self.url_infos or {}
+        for url in sorted(infos, key=lambda u: infos[u].size):  # smallest first
             try:
                 path = self._download(dl_manager, url)
             except DownloadError as e:
