@@ -3,6 +3,10 @@
     python -m serving.client predict --url http://127.0.0.1:8501 --model setnet chair.off cloud.npy
     python -m serving.client status                 # defaults: http://127.0.0.1:8501, setnet
     python -m serving.client metadata --url http://127.0.0.1:8501 --model setnet --version 2
+    python -m serving.client predict --grpc cloud.npy   # gRPC, default 127.0.0.1:8500
+
+`--grpc` uses `serving.grpc_client.GrpcServingClient` (TF Serving's gRPC API) instead;
+everything else, the output included, stays the same.
 
 In Python:
 
@@ -15,7 +19,8 @@ different sizes are padded and sent with a mask to `serving_masked`. Large input
 split into requests of `batch_size` clouds. 503 (unavailable, e.g. a version still
 loading) and 429 (busy) answers, timeouts and refused connections are retried with
 exponential backoff (and the server's Retry-After); other errors are raised at once as
-`ServingClientError` with the server's message. Nothing here needs TensorFlow.
+`ServingClientError` with the server's message. Nothing here needs TensorFlow (the gRPC
+client does).
 """
 
 from __future__ import annotations
@@ -32,15 +37,17 @@ from typing import Callable, Sequence
 import numpy as np
 import orjson
 
-__all__ = ["ServingClient", "ServingClientError", "load_clouds", "CloudFileError"]
+__all__ = ["ServingClient", "ServingClientError", "load_clouds", "CloudFileError",
+           "pad_clouds", "backoff_delay"]
 
 RETRY_STATUS = (429, 503)
 
 
 class ServingClientError(Exception):
-    """A request failed; `status` is the HTTP status (None if the server was unreachable)."""
+    """A request failed; `status` is the HTTP status (REST) or the gRPC status name such as
+    "NOT_FOUND" (gRPC), None if the server was unreachable."""
 
-    def __init__(self, status: int | None, message: str, url: str = ""):
+    def __init__(self, status: int | str | None, message: str, url: str = ""):
         super().__init__(f"{status or 'no answer'}: {message}" + (f" ({url})" if url else ""))
         self.status = status
         self.message = message
@@ -75,6 +82,20 @@ def _all_finite(value) -> bool:
     if isinstance(value, float):
         return np.isfinite(value)
     return True
+
+
+def backoff_delay(attempt: int, backoff: float, max_backoff: float,
+                  retry_after: str | None = None) -> float:
+    """Seconds to wait before retry `attempt` (0-based): `backoff` doubling, at most
+    `max_backoff`, with jitter; a larger Retry-After from the server wins."""
+    delay = min(max_backoff, backoff * 2 ** attempt)
+    delay *= 0.5 + random.random() / 2  # jitter: clients that failed together spread out
+    if retry_after:
+        try:
+            delay = max(delay, min(float(retry_after), max_backoff))
+        except ValueError:
+            pass
+    return delay
 
 
 def make_http_client(timeout: float = 30.0):
@@ -137,14 +158,7 @@ class ServingClient:
         return path
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        delay = min(self.max_backoff, self.backoff * 2 ** attempt)
-        delay *= 0.5 + random.random() / 2  # jitter: clients that failed together spread out
-        if retry_after:
-            try:
-                delay = max(delay, min(float(retry_after), self.max_backoff))
-            except ValueError:
-                pass
-        return delay
+        return backoff_delay(attempt, self.backoff, self.max_backoff, retry_after)
 
     def request(self, method: str, path: str, body: bytes | None = None) -> dict:
         """One API call with retries; returns the parsed JSON answer."""
@@ -272,15 +286,22 @@ def _as_cloud_list(clouds) -> list[np.ndarray]:
     return out
 
 
+def pad_clouds(clouds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Clouds of different sizes as `points (B, N_max, 3)` float32 padded with zeros and
+    `mask (B, N_max)` true at the real points (the inputs of `serving_masked`)."""
+    n = max(c.shape[0] for c in clouds)
+    points = np.zeros((len(clouds), n, clouds[0].shape[1]), dtype=np.float32)
+    mask = np.zeros((len(clouds), n), dtype=bool)
+    for i, c in enumerate(clouds):
+        points[i, :len(c)] = c
+        mask[i, :len(c)] = True
+    return points, mask
+
+
 def _predict_body(chunk: Sequence[np.ndarray], *, masked: bool, columnar: bool,
                   signature_name: str | None) -> dict:
     if masked:
-        n = max(c.shape[0] for c in chunk)
-        points = np.zeros((len(chunk), n, chunk[0].shape[1]), dtype=np.float32)
-        mask = np.zeros((len(chunk), n), dtype=bool)
-        for i, c in enumerate(chunk):
-            points[i, :len(c)] = c
-            mask[i, :len(c)] = True
+        points, mask = pad_clouds(chunk)
         points = points.astype(np.float64)
         body = {"signature_name": signature_name or "serving_masked"}
         if columnar:
@@ -479,7 +500,11 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
-        sp.add_argument("--url", default="http://127.0.0.1:8501", help="server root URL")
+        sp.add_argument("--url", help="server root URL (default http://127.0.0.1:8501), or "
+                                       "with --grpc the gRPC host:port (default "
+                                       "127.0.0.1:8500)")
+        sp.add_argument("--grpc", action="store_true",
+                        help="use TF Serving's gRPC API instead of REST")
         sp.add_argument("--model", default="setnet",
                         help="model name (default: setnet, the name make serve and "
                              "make serve-docker serve)")
@@ -513,10 +538,17 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    options = dict(version=args.version, label=args.label, timeout=args.timeout,
+                   retries=args.retries, batch_size=getattr(args, "batch_size", 32))
     try:
-        client = ServingClient(args.url, args.model, version=args.version, label=args.label,
-                               timeout=args.timeout, retries=args.retries,
-                               batch_size=getattr(args, "batch_size", 32))
+        if args.grpc:
+            if getattr(args, "columnar", False):
+                raise ValueError("--columnar chooses a REST JSON format; gRPC sends tensors, "
+                                 "drop one of --grpc and --columnar")
+            from serving.grpc_client import GrpcServingClient
+            client = GrpcServingClient(args.url or "127.0.0.1:8500", args.model, **options)
+        else:
+            client = ServingClient(args.url or "http://127.0.0.1:8501", args.model, **options)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -540,7 +572,7 @@ def main(argv=None) -> int:
             clouds += load_clouds(f, num_points=args.num_points, sample=args.sample,
                                   h5_key=args.h5_key, normalize=args.normalize)
         out = client.predict([c for _, c in clouds], signature_name=args.signature,
-                             columnar=args.columnar)
+                             **({} if args.grpc else {"columnar": args.columnar}))
     except (CloudFileError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
