@@ -46,6 +46,30 @@ def test_cli_refuses_incomplete_arguments(capsys):
     assert "--max-points must be >= 1" in capsys.readouterr().err
 
 
+def test_ports_mean_what_they_mean_to_tensorflow_model_server():
+    parse = config.build_parser().parse_args
+    defaults = parse([])
+    assert (defaults.port, defaults.rest_api_port) == (8500, 8501)
+    # The spelling from the issue: REST on --rest_api_port, gRPC on --port.
+    args = parse(["--rest_api_port=18503", "--port=18504"])
+    assert (args.rest_api_port, args.port) == (18503, 18504)
+    assert parse(["--rest-api-port", "7", "--grpc_socket_path", "/tmp/s"]).rest_api_port == 7
+    config.check_ports(parse(["--rest_api_port", "0"]))  # gRPC only, as TF Serving's default
+    config.check_ports(parse(["--port", "0", "--grpc_socket_path", "/tmp/s"]))
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (["--port", "8600", "--rest_api_port", "8600"], "both 8600; give them different ports"),
+    (["--port", "0"], "--port 0 leaves gRPC without a port"),
+    (["--rest_api_port", "70000"], "--rest_api_port must be a port number from 0 to 65535"),
+    (["--grpc_max_threads", "0"], "--grpc_max_threads must be >= 1"),
+])
+def test_cli_refuses_listening_flags_that_do_not_fit_in_one_line(capsys, flags, fragment):
+    assert main(["--model-name", "x", "--model-base-path", "/tmp", *flags]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1 and err.startswith("error: ")
+
+
 @pytest.mark.parametrize("module", [config, errors], ids=lambda m: m.__name__)
 def test_module_examples_run(module):
     result = doctest.testmod(module)
