@@ -35,6 +35,15 @@ from keras import ops
 POOLINGS = ("sum", "mean")
 
 
+def accumulation_dtype(dtype):
+    """The dtype for sums over points: float32 for float16/bfloat16 inputs, else the input's own.
+
+    A float16 sum over a few thousand points overflows, and bfloat16 keeps 8 bits: per-set sums, set sizes
+    and everything computed from them stay in float32 under a mixed-precision policy.
+    """
+    return keras.backend.result_type(keras.backend.standardize_dtype(dtype), "float32")
+
+
 def float_mask(mask, x):
     """The Keras boolean mask ``(batch, n)`` as ``(batch, n, 1)`` in x's dtype, or None."""
     if mask is None:
