@@ -1,4 +1,5 @@
-"""G-invariant shallow ReLU networks (seed 003: Agrawal & Ostrowski, NeurIPS 2022).
+"""G-invariant shallow ReLU networks: Agrawal & Ostrowski, "A Classification of G-invariant Shallow
+Neural Networks", NeurIPS 2022, arXiv:2205.09219.
 
 Enumerate the irreducible G-SNN architectures of a finite orthogonal group,
 build them in Keras, and grow one into another without changing its function.
@@ -17,8 +18,8 @@ from setnet.gsnn.groups import (
     FiniteGroup,
     direct_sum,
     hyperoctahedral_signed,
+    matrix_generators,
     parse_group,
-    perm_matrix,
     quaternion_regular,
     rotation,
     signed_perm_matrix,
@@ -27,8 +28,8 @@ from setnet.gsnn.morphisms import Morphism, find_conjugator, grow, morphisms
 
 __all__ = [
     "FiniteGroup", "GInvariantShallow", "Morphism", "Pair", "build_model", "classify", "count", "direct_sum",
-    "enumerate_architectures", "find_conjugator", "grow", "hyperoctahedral_signed", "morphisms", "parse_group",
-    "perm_matrix", "quaternion_regular", "rotation", "signed_perm_matrix", "weight_space",
+    "enumerate_architectures", "find_conjugator", "grow", "hyperoctahedral_signed", "matrix_generators", "morphisms",
+    "parse_group", "quaternion_regular", "rotation", "signed_perm_matrix", "weight_space",
 ]
 
 

@@ -1,13 +1,15 @@
-"""Command line for the G-SNN classification (seed 003).
+"""Command line for the G-SNN classification (Agrawal & Ostrowski, arXiv:2205.09219).
 
   python -m setnet.gsnn count --group D4 --json
   python -m setnet.gsnn list --group C6 --png c6.png
   python -m setnet.gsnn list --group D6 --morphisms
   python -m setnet.gsnn table --groups C2,C3,D4,rot4     (the markdown table in docs/gsnn.md)
 
-Groups: C<n>, D<n>, S<n> permute the coordinates of R^n; Q8 acts on R^8 by
-its regular representation; rot<n> rotates R^2; B<n> is all signed
-permutations of R^n; A x B acts blockwise (C2xC4 on R^6, C2^3 on R^6).
+Groups, in the grammar every setnet command shares: C<n>, D<n>, S<n> permute
+the coordinates of R^n; Q8 permutes R^8 (its regular representation); Fold<m>,
+Hyp<m> permute R^2m; rot<n> rotates R^2; B<n> is all signed permutations of
+R^n. A+B acts blockwise (C2+C4 on R^6); A*B = AxB acts on the tensor product
+(the product set for permutation groups: C2xC4 on R^8); A^k = A*...*A.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
         p = sub.add_parser(name)
         p.add_argument("--group", required=True, help=SPEC_HELP)
         p.add_argument("--paper-condition", action="store_true",
-                       help="accept pairs by seed 003's test st_G(P_K - tau P_H) = K alone "
+                       help="accept pairs by the paper's test st_G(P_K - tau P_H) = K alone "
                             "(admits +- duplicates when an element acts as -1 on Fix(H))")
         p.add_argument("--no-normaliser", action="store_true",
                        help="count (H, K) and (H, nKn^-1), n in N_G(H), separately")

@@ -1,4 +1,5 @@
-"""Seed 003's classification of G-invariant shallow ReLU networks (G-SNNs).
+"""The classification of G-invariant shallow ReLU networks (G-SNNs) of Agrawal & Ostrowski,
+"A Classification of G-invariant Shallow Neural Networks", NeurIPS 2022, arXiv:2205.09219.
 
 Every irreducible G-SNN comes from a pair (H, K): K <= H <= G, [H:K] <= 2,
 taken up to simultaneous conjugation, or equivalently from H with a sign
@@ -40,9 +41,7 @@ import dataclasses
 import functools
 
 import numpy as np
-from tqdm.auto import tqdm
-
-from setnet.gsnn.groups import FiniteGroup, _small_generating_set
+from setnet.gsnn.groups import FiniteGroup
 
 _TOL = 1e-8
 
@@ -95,7 +94,7 @@ class Pair:
 
     @property
     def paper_condition(self) -> bool:
-        """Seed 003's test alone: V != 0 and st_G(P_K - tau P_H) = K."""
+        """The paper's test alone: V != 0 and st_G(P_K - tau P_H) = K."""
         return self.dim > 0 and len(self.stabiliser) == len(self.K)
 
     @property
@@ -170,7 +169,7 @@ def _kernel_label(g: FiniteGroup, h, k) -> str:
         return "H"
     if len(k) == 1:
         return "1"
-    return "<" + ", ".join(g.element_label(x) for x in _small_generating_set(g, k)) + ">"
+    return "<" + ", ".join(g.element_label(x) for x in g.small_generating_set(k)) + ">"
 
 
 def weight_space(group: FiniteGroup, H, K) -> np.ndarray:
@@ -197,7 +196,7 @@ def classify(group: FiniteGroup) -> list[Pair]:
         return group._subgroup_cache["gsnn_pairs"]
     raw = []
     pairs = group.pairs()
-    for H, K in tqdm(pairs, desc=f"classifying {group.name}", unit="pair", disable=len(pairs) < 200, leave=False):
+    for H, K in pairs:
         basis = weight_space(group, H, K)
         st, line = _stabilisers(group, basis)
         raw.append((H, K, basis, st, line))
@@ -233,7 +232,7 @@ def count(group: FiniteGroup, paper_condition: bool = False, up_to_normaliser: b
     """{"type1": a, "type2": b, "total": a + b} over the architectures of G.
 
     Args:
-        paper_condition: apply seed 003's test st_G(P_K - tau P_H) = K alone (it
+        paper_condition: apply the paper's test st_G(P_K - tau P_H) = K alone (it
             also admits the +- duplicates described in the module docstring).
         up_to_normaliser: count (H, K) and (H, nKn^-1), n in N_G(H), once, as
             they are the same architecture (conjugation by n relabels the

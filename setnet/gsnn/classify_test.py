@@ -7,8 +7,8 @@ from setnet.gsnn.classify import classify, count, enumerate_architectures
 from setnet.gsnn.groups import FiniteGroup, parse_group
 from setnet.gsnn.groups_test import brute_pair_classes
 
-GROUPS = ["C2", "C3", "C4", "C6", "C8", "C2xC2", "C2xC4", "C2^3", "D3", "D4", "Q8", "D5", "D6", "rot4", "rot5",
-          "B2"]
+GROUPS = ["C2", "C3", "C4", "C6", "C8", "C2+C2", "C2+C4", "C2+C2+C2", "C2xC2", "C2xC4", "D3", "D4", "Q8", "D5",
+          "D6", "rot4", "rot5", "B2"]
 
 
 def orbit_function(group: FiniteGroup, K, w, a, b):
@@ -72,7 +72,7 @@ def test_weight_space_definition(spec):
         assert p.width == g.order // len(p.H) == len(p.cosets)
 
 
-@pytest.mark.parametrize("spec", ["C6", "D4", "Q8", "C2xC4", "rot4", "B2"])
+@pytest.mark.parametrize("spec", ["C6", "D4", "Q8", "C2+C4", "rot4", "B2"])
 def test_signed_rep_is_a_homomorphism(spec):
     g = parse_group(spec)
     for p in classify(g):
@@ -87,7 +87,7 @@ def test_signed_rep_is_a_homomorphism(spec):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.sampled_from(["C6", "D4", "D6", "Q8", "C2^3", "rot6", "B2"]), st.integers(0, 10**6))
+@given(st.sampled_from(["C6", "D4", "D6", "Q8", "C2+C2+C2", "rot6", "B2"]), st.integers(0, 10**6))
 def test_preactivations_transform_by_the_signed_rep(spec, seed):
     g = parse_group(spec)
     rng = np.random.default_rng(seed)
@@ -102,7 +102,7 @@ def test_preactivations_transform_by_the_signed_rep(spec, seed):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.sampled_from(GROUPS + ["D4xrot3", "S4"]), st.integers(0, 10**6))
+@given(st.sampled_from(GROUPS + ["D4+rot3", "S4"]), st.integers(0, 10**6))
 def test_every_architecture_is_invariant(spec, seed):
     g = parse_group(spec)
     rng = np.random.default_rng(seed)
@@ -130,7 +130,7 @@ def test_stabiliser_is_the_papers_matrix_condition():
 
 def test_rejected_pairs_duplicate_the_pair_they_name():
     rng = np.random.default_rng(0)
-    for spec in ["D4", "D6", "rot4", "B2", "C2xC4"]:
+    for spec in ["D4", "D6", "rot4", "B2", "C2+C4"]:
         g = parse_group(spec)
         pairs = classify(g)
         for p in pairs:
@@ -160,7 +160,7 @@ def test_minus_identity_makes_type1_pairs_duplicates():
     for n in (1, 3, 5, 7):
         assert count(parse_group(f"rot{n}")) == {"type1": 1, "type2": 0, "total": 1}
     # Permutation groups never negate Fix(H) (it contains the all-ones vector): both tests agree.
-    for spec in ["C8", "D6", "Q8", "C2^3", "S4"]:
+    for spec in ["C8", "D6", "Q8", "C2+C2+C2", "S4"]:
         g = parse_group(spec)
         assert count(g) == count(g, paper_condition=True)
 
@@ -220,9 +220,9 @@ def kink_pair(group, f, rng, pairs):
     raise AssertionError("no kink found")
 
 
-@pytest.mark.parametrize("spec", ["C4", "C6", "D4", "D6", "Q8", "C2xC4", "rot4", "B2"])
+@pytest.mark.parametrize("spec", ["C4", "C6", "D4", "D6", "Q8", "C2+C4", "rot4", "B2"])
 def test_inequivalent_pairs_compute_different_functions(spec):
-    # Seed 003's last claim, on random weights: the function alone determines its pair,
+    # The paper's last claim, on random weights: the function alone determines its pair,
     # so architectures of inequivalent pairs cannot compute the same nonzero function.
     g = parse_group(spec)
     pairs = classify(g)

@@ -58,7 +58,9 @@ def test_table(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["count", "--group", "Z5", "--json"], "cannot read 'Z5'"),
+    (["count", "--group", "Z5", "--json"], "unknown group 'Z5'"),
+    (["count", "--group", "C2x", "--json"], "expected a group at the end"),
+    (["list", "--group", "S2000"], "stops at R^1024"),
     (["list", "--group", "D2"], "needs n >= 3"),
     (["table", "--groups", "C2,,D4"], "empty group spec"),
 ])

@@ -14,17 +14,19 @@ indices, which makes them hashable and canonical.
 from __future__ import annotations
 
 import itertools
-import re
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from setnet.symmetry import PermGroup, cyclic, dihedral, symmetric
+from setnet.symmetry import GRAMMAR, PermGroup, build, parse_spec, permutation_matrix, quaternion, symmetric
+from setnet.symmetry.groups import MATRIX_ATOMS, GroupSpecError, atoms, degree
 
 # Matrices are compared after rounding to this grid; entries of the orthogonal
 # matrices of a finite group are algebraic numbers far further apart than this.
 _GRID = 1e7
 DEFAULT_LIMIT = 2000
+DEFAULT_MAX_MEMORY = 8 << 30
+# Every element is stored as a dense d x d matrix; beyond this the generators alone are large.
+MAX_DIMENSION = 1024
 
 Subgroup = tuple  # sorted tuple of element indices
 
@@ -38,14 +40,19 @@ class FiniteGroup:
         name: a readable name such as ``"D4"`` or ``"rot6"``.
         degree: the dimension d, needed only when there are no generators.
         limit: refuse groups with more elements than this.
+        max_memory: refuse, before allocating, a group whose element list and
+            Cayley-table products (2 x order x d^2 float64) would exceed this
+            many bytes; checked as the closure grows.
 
     Example:
+        >>> from setnet.symmetry import dihedral
         >>> g = FiniteGroup.from_perm_group(dihedral(4))
         >>> g.order, g.degree, len(g.subgroup_classes())
         (8, 4, 8)
     """
 
-    def __init__(self, generators, name: str = "G", degree: int | None = None, limit: int = DEFAULT_LIMIT):
+    def __init__(self, generators, name: str = "G", degree: int | None = None, limit: int = DEFAULT_LIMIT,
+                 max_memory: int = DEFAULT_MAX_MEMORY):
         gens = np.asarray(generators, dtype=np.float64)
         if gens.size == 0:
             if degree is None:
@@ -64,6 +71,7 @@ class FiniteGroup:
         self.name = name
         self.degree = d
         self.limit = limit
+        self.max_memory = max_memory
         self._close(gens)
         self._subgroup_cache: dict = {}
 
@@ -72,7 +80,8 @@ class FiniteGroup:
     @classmethod
     def from_perm_group(cls, group: PermGroup, name: str | None = None, **kwargs) -> "FiniteGroup":
         """Permutation matrices of a ``setnet.symmetry.PermGroup``: (P x)[g[i]] = x[i]."""
-        return cls([perm_matrix(g) for g in group.generators], name or group.name, degree=group.degree, **kwargs)
+        return cls([permutation_matrix(g) for g in group.generators], name or group.name, degree=group.degree,
+                   **kwargs)
 
     def _key(self, m: np.ndarray) -> bytes:
         return np.round(m * _GRID).astype(np.int64).tobytes()
@@ -82,6 +91,8 @@ class FiniteGroup:
         elements = [np.eye(d)]
         index = {self._key(elements[0]): 0}
         frontier = [0]
+        # The element list and one row of Cayley-table products each hold order x d^2 floats.
+        most = self.max_memory // (16 * d * d)
         while frontier:
             nxt = []
             for e in frontier:
@@ -89,6 +100,12 @@ class FiniteGroup:
                     p = g @ elements[e]
                     k = self._key(p)
                     if k not in index:
+                        if len(elements) >= most:
+                            raise ValueError(
+                                f"{self.name} acts on R^{d}: listing more than {most} of its elements as "
+                                f"{d} x {d} matrices needs more than {self.max_memory / 2**30:.1f} GiB; "
+                                "this classifier is meant for groups of a few hundred elements on small spaces"
+                            )
                         index[k] = len(elements)
                         elements.append(p)
                         nxt.append(index[k])
@@ -235,7 +252,6 @@ class FiniteGroup:
             return cls[0]
 
         frontier = [add((0,), [])]
-        bar = tqdm(desc=f"subgroup classes of {self.name}", unit="class", disable=self.order < 100, leave=False)
         while frontier:
             nxt = []
             for rep in frontier:
@@ -250,9 +266,7 @@ class FiniteGroup:
                     new_rep = add(self.generate(gens), gens)
                     if new_rep is not None:
                         nxt.append(new_rep)
-                        bar.update()
             frontier = nxt
-        bar.close()
         classes.sort(key=lambda c: (-len(c[0]), c[0]))
         self._subgroup_cache["classes"] = classes
         self._subgroup_cache["gens"] = gens_of
@@ -365,134 +379,134 @@ class FiniteGroup:
             return "1"
         if len(rep) == self.order:
             return "G"
-        gens = _small_generating_set(self, rep)
+        gens = self.small_generating_set(rep)
         return "<" + ", ".join(self.element_label(g) for g in gens) + ">"
 
+    def small_generating_set(self, subgroup) -> list[int]:
+        """A few element indices that generate ``subgroup``, for labels such as ``<(0 1), (2 3)>``.
 
-def _small_generating_set(group: FiniteGroup, subgroup) -> list[int]:
-    target = tuple(subgroup)
-    for x in target:  # one generator when the subgroup is cyclic
-        if group.element_order(x) == len(target):
-            return [x]
-    gens, span = [], (0,)
-    for x in subgroup:
-        if x not in set(span):
-            gens.append(x)
-            span = group.generate(gens)
-    return gens
+        One element when the subgroup is cyclic; otherwise its elements in
+        order, each kept when it is not yet in the span of those kept before.
+        Not necessarily a minimum generating set.
 
-
-def perm_matrix(perm) -> np.ndarray:
-    """The permutation matrix P with P e_i = e_{perm[i]}."""
-    perm = np.asarray(perm, dtype=np.int64)
-    m = np.zeros((len(perm), len(perm)))
-    m[perm, np.arange(len(perm))] = 1.0
-    return m
+        Example:
+            >>> g = parse_group("C2+C2")
+            >>> [g.element_label(x) for x in g.small_generating_set(range(g.order))]
+            ['(0 1)', '(2 3)']
+        """
+        target = tuple(subgroup)
+        for x in target:  # one generator when the subgroup is cyclic
+            if self.element_order(x) == len(target):
+                return [x]
+        gens, span = [], (0,)
+        for x in target:
+            if x not in set(span):
+                gens.append(x)
+                span = self.generate(gens)
+        return gens
 
 
 def signed_perm_matrix(perm, signs) -> np.ndarray:
     """The signed permutation matrix with e_i -> signs[i] e_{perm[i]}."""
-    m = perm_matrix(perm)
-    return m * np.asarray(signs, dtype=np.float64)[None, :]
+    return permutation_matrix(perm) * np.asarray(signs, dtype=np.float64)[None, :]
+
+
+def _rotation_generators(n: int) -> list[np.ndarray]:
+    t = 2 * np.pi / n
+    return [np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])] if n > 1 else []
+
+
+def _signed_generators(n: int) -> list[np.ndarray]:
+    return [signed_perm_matrix(np.arange(n), [-1] + [1] * (n - 1))] + [
+        permutation_matrix(g) for g in symmetric(n).generators]
 
 
 def rotation(n: int) -> FiniteGroup:
-    """C_n rotating R^2 by multiples of 2 pi / n."""
+    """C_n rotating R^2 by multiples of 2 pi / n (the spec ``rot<n>``)."""
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"rot<n> needs an integer n >= 1, got {n!r}")
-    t = 2 * np.pi / n
-    r = np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]])
-    return FiniteGroup([r] if n > 1 else [], f"rot{n}", degree=2)
+    return parse_group(f"rot{n}")
 
 
 def hyperoctahedral_signed(n: int) -> FiniteGroup:
-    """B_n: all signed permutations of R^n (order 2^n n!), as signed permutation matrices."""
+    """B_n: all signed permutations of R^n (order 2^n n!), as signed permutation matrices (the spec ``B<n>``)."""
     if not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"B<n> needs an integer n >= 1, got {n!r}")
-    gens = [signed_perm_matrix(np.arange(n), [-1] + [1] * (n - 1))]
-    gens += [perm_matrix(g) for g in symmetric(n).generators]
-    return FiniteGroup(gens, f"B{n}", degree=n)
+    return parse_group(f"B{n}")
 
 
 def quaternion_regular() -> FiniteGroup:
-    """Q_8 = {+-1, +-i, +-j, +-k} by its left regular representation on R^8."""
-    # Unit quaternions as 4-vectors; element index e <-> (sign, unit) with 8 entries.
-    units = [np.array(v, dtype=float) for v in ([1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1])]
-    elems = [s * u for u in units for s in (1, -1)]
-
-    def qmul(p, q):
-        a1, b1, c1, d1 = p
-        a2, b2, c2, d2 = q
-        return np.array([
-            a1 * a2 - b1 * b2 - c1 * c2 - d1 * d2,
-            a1 * b2 + b1 * a2 + c1 * d2 - d1 * c2,
-            a1 * c2 - b1 * d2 + c1 * a2 + d1 * b2,
-            a1 * d2 + b1 * c2 - c1 * b2 + d1 * a2,
-        ])
-
-    def find(v):
-        return next(i for i, e in enumerate(elems) if np.allclose(e, v))
-
-    gens = [perm_matrix([find(qmul(g, e)) for e in elems]) for g in (elems[2], elems[4])]  # i, j
-    return FiniteGroup(gens, "Q8", degree=8)
+    """Q_8 = {+-1, +-i, +-j, +-k} by its left regular representation on R^8 (the spec ``Q8``)."""
+    return FiniteGroup.from_perm_group(quaternion())
 
 
 def direct_sum(*groups: FiniteGroup, name: str | None = None, limit: int = DEFAULT_LIMIT) -> FiniteGroup:
-    """A_1 x ... x A_m, each factor acting on its own block of R^(d_1 + ... + d_m)."""
-    return FiniteGroup(_sum_generators(groups), name or "x".join(g.name for g in groups),
-                       degree=sum(g.degree for g in groups), limit=limit)
-
-
-_ATOM = re.compile(r"(rot|C|D|S|B|Q)(\d+)(?:\^(\d+))?$")
-SPEC_HELP = (
-    "C<n> and D<n> (permuting the coordinates of R^n, the n-gon's vertices), S<n> (all permutations of R^n), "
-    "Q8 (regular representation on R^8), rot<n> (C_n rotating R^2), B<n> (signed permutations of R^n), "
-    "and products A x B with each factor on its own block, e.g. C2xC4, C2^3, D4xrot3"
-)
-
-
-def parse_group(spec: str, limit: int = DEFAULT_LIMIT) -> FiniteGroup:
-    """A group with its action from a SPEC string such as ``"D4"``, ``"C2xC4"``, ``"C2^3"`` or ``"rot6"``."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"empty group spec; expected {SPEC_HELP}")
-    spec = spec.replace(" ", "")
-    factors = []
-    for part in spec.split("x"):
-        m = _ATOM.match(part)
-        if not m:
-            raise ValueError(f"bad group spec {spec!r}: cannot read {part!r}; expected {SPEC_HELP}")
-        kind, n, power = m.group(1), int(m.group(2)), int(m.group(3) or 1)
-        if power < 1:
-            raise ValueError(f"bad group spec {spec!r}: the power in {part!r} must be >= 1")
-        factors += [_atom(kind, n, spec)] * power
-    return FiniteGroup(_sum_generators(factors), spec, degree=sum(f.degree for f in factors), limit=limit)
-
-
-def _sum_generators(factors) -> np.ndarray:
-    d = sum(g.degree for g in factors)
+    """A_1 x ... x A_m, each factor acting on its own block of R^(d_1 + ... + d_m) (the spec ``A+B``)."""
+    d = sum(g.degree for g in groups)
     gens, offset = [], 0
-    for g in factors:
+    for g in groups:
         for gi in g.generators:
             m = np.eye(d)
             m[offset:offset + g.degree, offset:offset + g.degree] = g.elements[gi]
             gens.append(m)
         offset += g.degree
-    return np.array(gens).reshape(-1, d, d)
+    return FiniteGroup(np.array(gens).reshape(-1, d, d), name or "+".join(g.name for g in groups), degree=d,
+                       limit=limit)
 
 
-def _atom(kind: str, n: int, spec: str) -> FiniteGroup:
-    if kind == "Q":
-        if n != 8:
-            raise ValueError(f"bad group spec {spec!r}: the only quaternion group here is Q8")
-        return quaternion_regular()
-    if kind == "rot":
-        return rotation(n)
-    if kind == "B":
-        return hyperoctahedral_signed(n)
-    if n < 1:
-        raise ValueError(f"bad group spec {spec!r}: {kind}<n> needs n >= 1")
-    if kind == "D" and n < 3:
-        raise ValueError(f"bad group spec {spec!r}: D<n> acts on the n-gon's vertices and needs n >= 3 "
-                         "(use C2xC2 for the Klein four-group)")
-    perm = {"C": cyclic, "D": dihedral, "S": symmetric}[kind](n)
-    return FiniteGroup.from_perm_group(perm, f"{kind}{n}")
+SPEC_HELP = GRAMMAR
+
+
+def matrix_generators(tree) -> tuple[list[np.ndarray], int]:
+    """Orthogonal generator matrices and the dimension d for a ``setnet.symmetry.parse_spec`` tree.
+
+    A part built only from permutation groups is the symmetry engine's group
+    (``setnet.symmetry.build``) as permutation matrices. ``A*B`` acts on
+    R^(d_A d_B) by the Kronecker (tensor) product, generated by g (x) I and
+    I (x) h; for permutation groups that is the action on the product set.
+    ``A+B`` acts block-diagonally on R^(d_A + d_B).
+    """
+    if all(name not in MATRIX_ATOMS for name, _ in atoms(tree)):
+        perm = build(tree)
+        return [permutation_matrix(g) for g in perm.generators], perm.degree
+    op = tree[0]
+    if op in ("*", "+"):
+        (ga, da), (gb, db) = matrix_generators(tree[1]), matrix_generators(tree[2])
+        if op == "*":
+            return [np.kron(g, np.eye(db)) for g in ga] + [np.kron(np.eye(da), h) for h in gb], da * db
+        left = [np.block([[g, np.zeros((da, db))], [np.zeros((db, da)), np.eye(db)]]) for g in ga]
+        right = [np.block([[np.eye(da), np.zeros((da, db))], [np.zeros((db, da)), h]]) for h in gb]
+        return left + right, da + db
+    name, n = tree
+    return (_rotation_generators(n), 2) if name == "rot" else (_signed_generators(n), n)
+
+
+def parse_group(spec: str, limit: int = DEFAULT_LIMIT) -> FiniteGroup:
+    """The group of a spec in the one grammar of ``setnet.symmetry.GRAMMAR``, as orthogonal matrices.
+
+    Permutation groups (``S<n>``, ``C<n>``, ``D<n>``, ``Q8``, ``Fold<m>``,
+    ``Hyp<m>``) permute the coordinates; ``rot<n>`` rotates R^2 and ``B<n>``
+    is every signed permutation of R^n. ``A*B`` (also ``AxB``, ``A^k``) is
+    the tensor product action (the product set, for permutation groups),
+    ``A+B`` lets each factor act on its own block.
+
+    Args:
+        spec: e.g. ``"D4"``, ``"C2+C4"`` (on R^6), ``"C2xC4"`` (on R^8), ``"rot6"``, ``"D4+rot3"``.
+        limit: refuse groups with more elements than this.
+
+    Raises:
+        GroupSpecError: a one-line message for a spec outside the grammar
+            (a ``ValueError``; so is the refusal of a group that is too large).
+
+    Example:
+        >>> g = parse_group("C2+C4")
+        >>> g.order, g.degree, parse_group("C2xC4").degree
+        (8, 6, 8)
+    """
+    tree = parse_spec(spec)
+    if degree(tree) > MAX_DIMENSION:
+        raise GroupSpecError(f"group {''.join(spec.split())!r} acts on R^{degree(tree)}; the classifier stores every "
+                             f"element as a dense matrix and stops at R^{MAX_DIMENSION} (it is meant for groups of "
+                             "a few hundred elements on small spaces)")
+    gens, d = matrix_generators(tree)
+    return FiniteGroup(np.array(gens).reshape(-1, d, d), "".join(spec.split()), degree=d, limit=limit)

@@ -1,4 +1,4 @@
-"""Keras layer for G-SNN architectures (seed 003), G-invariant by construction.
+"""Keras layer for G-SNN architectures (Agrawal & Ostrowski, arXiv:2205.09219), G-invariant by construction.
 
 Importing this module imports Keras; ``setnet.gsnn`` itself and its CLI do
 not, and load this module only when ``GInvariantShallow`` or ``build_model``
@@ -41,7 +41,7 @@ class GInvariantShallow(keras.layers.Layer):
     so the output is invariant for every value of the weights.
 
     Args:
-        group: a group SPEC string (``"D4"``, ``"C2xC4"``, ``"rot6"``), a
+        group: a group SPEC string (``"D4"``, ``"C2+C4"``, ``"rot6"``), a
             ``FiniteGroup``, or the dict ``get_config`` writes.
         architectures: indices into ``classify(group)`` of the pairs to sum
             (each must be an architecture); None takes every architecture.

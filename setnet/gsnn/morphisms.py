@@ -1,4 +1,4 @@
-"""Network morphisms between G-SNN architectures (seed 003's second theorem).
+"""Network morphisms between G-SNN architectures (the second theorem of Agrawal & Ostrowski, arXiv:2205.09219).
 
 An architecture (H, chi) embeds into (H', chi') when, after conjugating by
 some c in G, H' sits inside H and chi' is chi restricted to it:

@@ -9,7 +9,8 @@ from setnet.gsnn.morphisms import find_conjugator, grow, morphisms
 
 
 @settings(max_examples=25, deadline=None)
-@given(st.sampled_from(["C6", "C8", "D4", "D6", "Q8", "C2xC4", "C2^3", "B2", "D4xrot3"]), st.integers(0, 10**6))
+@given(st.sampled_from(["C6", "C8", "D4", "D6", "Q8", "C2+C4", "C2+C2+C2", "B2", "D4+rot3"]),
+       st.integers(0, 10**6))
 def test_every_morphism_preserves_the_function(spec, seed):
     g = parse_group(spec)
     pairs = classify(g)

@@ -1,4 +1,4 @@
-"""Pictures of G-SNN weight patterns, drawn like seed 003's Figure 1.
+"""Pictures of G-SNN weight patterns, drawn like Figure 1 of Agrawal & Ostrowski (arXiv:2205.09219).
 
 Each architecture's [G:H] x d first-layer weight matrix is evaluated at one
 random point of its weight space; entries equal in absolute value share a

@@ -23,7 +23,6 @@ from setnet.spectral.isotypic import (
     cyclic_fourier,
     decompose,
     numerical,
-    permutation_matrix,
     torus_fourier,
     two_transitive,
 )
@@ -38,7 +37,7 @@ from setnet.spectral.spectrum import (
 __all__ = [
     "ACTIVATIONS", "InteractionGraph", "PLFit", "cyclic_rule", "kernel_bound", "kernel_rule", "measure_graph",
     "pl_map_fit",
-    "Component", "Isotypic", "cyclic_fourier", "decompose", "numerical", "permutation_matrix",
+    "Component", "Isotypic", "cyclic_fourier", "decompose", "numerical",
     "torus_fourier", "two_transitive", "network_spectrum", "plot_spectrum",
     "spectrum_metrics", "spectrum_table", "write_spectrum_artifacts",
 ]

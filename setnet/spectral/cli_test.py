@@ -49,7 +49,9 @@ def test_decompose_and_pl_maps(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["graph", "--group", "Q8"], "unknown group"),
+    (["graph", "--group", "Q9"], "unknown group Q9"),
+    (["graph", "--group", "Z8"], "unknown group 'Z8'"),
+    (["decompose", "--group", "rot8"], "matrix group for setnet.gsnn"),
     (["graph", "--group", "C8", "--activation", "swish"], "unknown activation"),
     (["graph", "--group", "C8", "--tol", "2"], "--tol"),
     (["pl-maps", "--group", "S9"], "more than"),

@@ -40,7 +40,8 @@ import numpy as np
 import scipy.linalg
 from scipy.special import erf
 
-from setnet.spectral.isotypic import Isotypic, decompose, permutation_matrix
+from setnet.spectral.isotypic import Isotypic, decompose
+from setnet.symmetry import permutation_matrix
 
 DEFAULT_TOL = 1e-9
 

@@ -3,7 +3,8 @@
 A finite group G acting on points X makes R^X a representation. Grouping its
 simple summands by isomorphism type gives R^X = ⊕_ρ V_ρ (the *isotypic*
 components); the orthogonal projectors onto the V_ρ are the generalised
-Fourier transform that seed 001 reads equivariant networks with. By Schur's
+Fourier transform that Gibson, Tubbenhauer & Williamson (arXiv:2408.00949)
+read equivariant networks with. By Schur's
 lemma every G-equivariant linear map R^X -> R^X maps each V_ρ into itself,
 so an equivariant layer is block-diagonal in this basis.
 
@@ -28,11 +29,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 
 import numpy as np
 
-from setnet.symmetry import PermGroup, colors, cyclic, parse, product
+from setnet.symmetry import GroupSpecError, PermGroup, colors, cyclic, parse, parse_spec, permutation_matrix, product
+from setnet.symmetry.groups import atoms
 
 MAX_NUMERICAL_DEGREE = 2048
 
@@ -179,14 +180,6 @@ class Isotypic:
         return "\n".join(rows)
 
 
-def permutation_matrix(g) -> np.ndarray:
-    """P with (P x)[g[i]] = x[i]: the linear action of g on R^X (so P_g e_i = e_{g(i)})."""
-    g = np.asarray(g, dtype=np.int64)
-    p = np.zeros((g.size, g.size))
-    p[g, np.arange(g.size)] = 1.0
-    return p
-
-
 # --- closed forms -------------------------------------------------------------------------------
 
 
@@ -296,8 +289,10 @@ def numerical(group: PermGroup, seed: int = 0, tol: float = 1e-8, attempts: int 
         a = rng.standard_normal(n_colors)[c]
         a = a + a.T
         b = rng.standard_normal(n_colors)[c]
+        # Two more commutant elements: with b they span a quaternionic End_G(rho) (dimension 4).
+        extra = [rng.standard_normal(n_colors)[c] for _ in range(2)]
         try:
-            comps = _components_from(a, b, gens, tol)
+            comps = _components_from(a, b, gens, tol, extra)
         except _Degenerate as err:
             last_error = err
             continue
@@ -309,7 +304,7 @@ class _Degenerate(Exception):
     pass
 
 
-def _components_from(a, b, gens, tol):
+def _components_from(a, b, gens, tol, extra=()):
     n = a.shape[0]
     evals, evecs = np.linalg.eigh(a)
     scale = max(1.0, float(np.abs(evals).max()))
@@ -353,15 +348,16 @@ def _components_from(a, b, gens, tol):
     comps = []
     for idx, (_, _, _, members) in enumerate(found):
         u = members[0]
-        endo = _endo_dim(u, a, b)
+        endo = _endo_dim(u, [a, b, *extra])
         name = "trivial" if idx == 0 else f"rho{idx}"
         comps.append(Component(name, name if idx == 0 else f"ρ{idx}", tuple(members), (idx,), endo))
     return comps
 
 
-def _endo_dim(u, a, b):
-    # dim End_G(ρ) = 1, 2 or 4: the span of U^T M U over commutant elements M.
-    blocks = [u.T @ m @ u for m in (np.eye(u.shape[0]), a, b, b.T, a @ b, b @ a, b @ b.T)]
+def _endo_dim(u, commutant):
+    # dim End_G(ρ) = 1, 2 or 4: U^T M U over the commutant spans End_G(ρ). The identity and a few random
+    # elements reach all of it; a quaternionic End_G(ρ) (e.g. in Q_8's regular action) needs three besides I.
+    blocks = [np.eye(u.shape[1])] + [u.T @ m @ u for m in commutant]
     flat = np.stack([x.reshape(-1) for x in blocks])
     return int(np.linalg.matrix_rank(flat, tol=1e-6 * max(1.0, np.abs(flat).max())))
 
@@ -412,10 +408,15 @@ def _is_full_cyclic(group: PermGroup) -> bool:
 
 
 def _torus_sizes(group: PermGroup):
-    m = re.fullmatch(r"\(?C(\d+)\)?((\*\(?C\d+\)?)+)", group.name.replace(" ", ""))
-    if not m:
+    # The name says which product of cyclic groups to compare with; the generators decide.
+    try:
+        tree = parse_spec(group.name)
+    except GroupSpecError:
         return None
-    sizes = [int(s) for s in re.findall(r"C(\d+)", group.name)]
+    leaves = atoms(tree)
+    if len(leaves) < 2 or any(name != "C" for name, _ in leaves):
+        return None
+    sizes = [n for _, n in leaves]
     ref = cyclic(sizes[0])
     for s in sizes[1:]:
         ref = product(ref, cyclic(s))

@@ -12,11 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from setnet.spectral import cyclic_fourier, decompose, permutation_matrix, torus_fourier
-from setnet.symmetry import PermGroup, colors, count, cyclic, parse, symmetric
+from setnet.spectral import cyclic_fourier, decompose, torus_fourier
+from setnet.symmetry import PermGroup, colors, count, cyclic, parse, permutation_matrix, symmetric
 
 NAMED = ["C1", "C2", "C5", "C8", "C12", "C3*C4", "C4*C4", "C2*C2*C3", "S1", "S2", "S4", "S7", "D5", "D6",
-         "S3+C4", "Hyp3", "Fold3", "D4*C3", "C3+C3"]
+         "S3+C4", "Hyp3", "Fold3", "D4*C3", "C3+C3", "Q8", "C3xC4", "C2^3"]
 
 
 @st.composite

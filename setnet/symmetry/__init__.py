@@ -3,12 +3,28 @@
 >>> from setnet.symmetry import parse, colors, count
 >>> count(parse("S5"), kind="quadratic")
 5
+
+Groups are written in one grammar (``GRAMMAR``), shared with ``setnet.spectral``
+and ``setnet.gsnn``: ``S5``, ``C2xC4`` (= ``C2*C4``), ``S3+C4``, ``Q8``, ``C2^3``.
 """
 
-from setnet.symmetry.colors import MAPS, colors, count, orbits
+from setnet.symmetry.colors import (
+    DEFAULT_MAX_MEMORY,
+    MAPS,
+    MemoryLimitError,
+    colors,
+    count,
+    memory_estimate,
+    orbits,
+    output_action,
+    tuple_moves,
+)
 from setnet.symmetry.groups import (
+    GRAMMAR,
     FoldError,
+    GroupSpecError,
     PermGroup,
+    build,
     cyclic,
     dihedral,
     disjoint_union,
@@ -17,7 +33,10 @@ from setnet.symmetry.groups import (
     halves_fold,
     hyperoctahedral,
     parse,
+    parse_spec,
+    permutation_matrix,
     product,
+    quaternion,
     restrict,
     seed_fold_group,
     symmetric,
@@ -26,9 +45,11 @@ from setnet.symmetry.groups import (
 from setnet.symmetry.nullspace import dimension
 
 __all__ = [
-    "MAPS", "FoldError", "PermGroup", "colors", "count", "cyclic", "dihedral", "dimension",
-    "disjoint_union", "fold", "fold_pairs", "halves_fold", "hyperoctahedral", "orbits", "parse",
-    "product", "resolve_map", "restrict", "seed_fold_group", "symmetric", "trivial",
+    "DEFAULT_MAX_MEMORY", "GRAMMAR", "MAPS", "FoldError", "GroupSpecError", "MemoryLimitError", "PermGroup",
+    "build", "colors", "count", "cyclic", "dihedral", "dimension", "disjoint_union", "fold", "fold_pairs",
+    "halves_fold", "hyperoctahedral", "memory_estimate", "orbits", "output_action", "parse", "parse_spec",
+    "permutation_matrix", "product", "quaternion", "resolve_map", "restrict", "seed_fold_group", "symmetric",
+    "trivial", "tuple_moves",
 ]
 
 

@@ -2,6 +2,10 @@
 
   python -m setnet.symmetry count --group S5 --map quadratic
   python -m setnet.symmetry show --group Fold3 --map folded-linear --png fold3.png
+  python -m setnet.symmetry count --group S200 --map quadratic --max-memory 16GiB
+
+Groups: S<n>, C<n>, D<n>, Q8, Fold<m>, Hyp<m>; A*B or AxB (direct product on the
+product set), A+B (on the disjoint union), A^k, parentheses.
 """
 
 from __future__ import annotations
@@ -11,17 +15,18 @@ import sys
 
 import numpy as np
 
-from setnet.symmetry import FOLDED_MAPS, MAPS, colors, parse, resolve_map
+from setnet.symmetry import DEFAULT_MAX_MEMORY, FOLDED_MAPS, GRAMMAR, MAPS, colors, parse, resolve_map
+from setnet.symmetry.colors import format_bytes, parse_bytes
 
 
 def _colors_for(args):
     group = parse(args.group)
     group_out, kind = resolve_map(group, args.map)
-    return group, colors(group, group_out, kind)
+    return group, colors(group, group_out, kind, max_memory=parse_bytes(args.max_memory))
 
 
 def render_png(c: np.ndarray, path: str, title: str) -> None:
-    """Draw a color pattern like seed 000's matrices: one cell per weight, one hue per color."""
+    """Draw a color pattern as a grid: one cell per weight, one hue per color."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,8 +59,10 @@ def main(argv=None) -> int:
     for name in ("count", "show"):
         p = sub.add_parser(name)
         p.add_argument("--group", required=True,
-                       help="S<n>, C<n>, D<n>, Fold<m>, Hyp<m>, A*B (product set), A+B (disjoint union)")
+                       help=GRAMMAR.replace("%", "%%"))
         p.add_argument("--map", default="linear", help=", ".join(MAPS + FOLDED_MAPS))
+        p.add_argument("--max-memory", default=format_bytes(DEFAULT_MAX_MEMORY).replace(" ", ""),
+                       help="refuse maps whose colors need more memory than this (e.g. 8GiB, 512MiB; default %(default)s)")
         if name == "show":
             p.add_argument("--png", help="write the pattern as a picture")
     args = parser.parse_args(argv)

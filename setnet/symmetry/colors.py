@@ -17,6 +17,9 @@ tuples, so color 0 is always the orbit of (0, 0, ...).
 
 from __future__ import annotations
 
+import math
+import re
+
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -24,9 +27,15 @@ from scipy.sparse.csgraph import connected_components
 from setnet.symmetry.groups import PermGroup
 
 MAPS = ("linear", "quadratic", "quadratic-sym", "bias")
+DEFAULT_MAX_MEMORY = 8 << 30
 
 
-def _check_pair(group_in: PermGroup, group_out: PermGroup | None) -> PermGroup:
+class MemoryLimitError(ValueError):
+    """The color computation would need more memory than allowed; raised before anything is allocated."""
+
+
+def output_action(group_in: PermGroup, group_out: PermGroup | None) -> PermGroup:
+    """The action on Y: ``group_out``, checked to pair its generators with ``group_in``'s; Y = X when None."""
     if group_out is None:
         return group_in
     if len(group_out.generators) != len(group_in.generators):
@@ -54,13 +63,70 @@ def orbits(shape: tuple[int, ...], moves: list[np.ndarray]) -> np.ndarray:
     return canon[labels].reshape(shape)
 
 
-def _tuple_moves(perms_per_axis: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
-    """The flat permutation of index tuples induced by one group element acting on each axis."""
+def tuple_moves(perms_per_axis: list[np.ndarray], shape: tuple[int, ...]) -> np.ndarray:
+    """The flat permutation of index tuples induced by one group element acting on each axis.
+
+    Args:
+        perms_per_axis: one permutation per axis of ``shape`` (e.g. ``[gy, gx, gx]`` for a quadratic map).
+        shape: the shape of the tuple array, e.g. ``(|Y|, |X|, |X|)``.
+
+    Example:
+    >>> tuple_moves([np.array([1, 0]), np.array([1, 2, 0])], (2, 3)).tolist()
+    [4, 5, 3, 1, 2, 0]
+    """
     grids = np.meshgrid(*[p for p in perms_per_axis], indexing="ij")
     return np.ravel_multi_index(grids, shape).reshape(-1)
 
 
-def colors(group_in: PermGroup, group_out: PermGroup | None = None, kind: str = "linear") -> np.ndarray:
+def _shape(nx: int, ny: int, kind: str) -> tuple[int, ...]:
+    if kind not in MAPS:
+        raise ValueError(f"unknown map kind {kind!r}; expected one of {', '.join(MAPS)}")
+    return {"bias": (ny,), "linear": (ny, nx)}.get(kind, (ny, nx, nx))
+
+
+def memory_estimate(group_in: PermGroup, group_out: PermGroup | None = None, kind: str = "linear") -> int:
+    """Bytes that ``colors`` needs at its peak, estimated from the sizes alone (nothing is allocated).
+
+    Per index tuple: for every generator (plus the transpose for ``quadratic-sym``)
+    the int64 row and column of its edges, the int8 edge weight and scipy's
+    compressed copy (about 40 bytes), the meshgrid of one move (8 bytes per
+    axis) and the labels, relabelling and result (about 40 bytes); measured
+    peaks (tracemalloc) stay within this estimate.
+
+    Example:
+    >>> from setnet.symmetry import symmetric
+    >>> memory_estimate(symmetric(2000), kind="quadratic") > 500 * 2**30
+    True
+    """
+    group_out = output_action(group_in, group_out)
+    shape = _shape(group_in.degree, group_out.degree, kind)
+    moves = len(group_in.generators) + (kind == "quadratic-sym")
+    return math.prod(shape) * (40 * moves + 8 * len(shape) + 40)
+
+
+def format_bytes(n: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def parse_bytes(text: str) -> int:
+    """``"8GiB"``, ``"512M"``, ``"2.5 GB"`` or a plain number of bytes -> bytes (K, M, G, T are powers of 1024).
+
+    Example:
+    >>> parse_bytes("8GiB") == 8 * 2**30, parse_bytes("1000")
+    (True, 1000)
+    """
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?\s*", str(text), flags=re.IGNORECASE)
+    if not m:
+        raise ValueError(f"cannot read the memory size {text!r}; write e.g. 8GiB, 512MiB or a number of bytes")
+    return int(float(m.group(1)) * 1024 ** " KMGT".index(m.group(2).upper() or " "))
+
+
+def colors(group_in: PermGroup, group_out: PermGroup | None = None, kind: str = "linear",
+           max_memory: int | None = DEFAULT_MAX_MEMORY) -> np.ndarray:
     """Orbit colors of an equivariant map from R^X to R^Y.
 
     Args:
@@ -70,6 +136,13 @@ def colors(group_in: PermGroup, group_out: PermGroup | None = None, kind: str = 
         kind: ``"linear"`` (shape |Y| x |X|), ``"quadratic"`` (|Y| x |X| x |X|),
             ``"quadratic-sym"`` (the same shape, (y, i, j) ~ (y, j, i)),
             or ``"bias"`` (shape |Y|).
+        max_memory: refuse, before allocating anything, when ``memory_estimate``
+            exceeds this many bytes (None: no limit). The arrays grow with
+            |Y| |X|^2 for quadratic maps, so S_2000 quadratic would need
+            several hundred GiB.
+
+    Raises:
+        MemoryLimitError: the estimate exceeds ``max_memory``.
 
     Returns:
         An int64 array of color ids 0 .. n_colors - 1.
@@ -81,26 +154,30 @@ def colors(group_in: PermGroup, group_out: PermGroup | None = None, kind: str = 
            [1, 0, 1],
            [1, 1, 0]])
     """
-    group_out = _check_pair(group_in, group_out)
+    group_out = output_action(group_in, group_out)
     nx, ny = group_in.degree, group_out.degree
+    shape = _shape(nx, ny, kind)
+    need = memory_estimate(group_in, group_out, kind)
+    if max_memory is not None and need > max_memory:
+        raise MemoryLimitError(
+            f"the {kind} colors of {group_in.name} need about {format_bytes(need)} "
+            f"({math.prod(shape):,} index tuples), more than the limit of {format_bytes(max_memory)}; "
+            "use a smaller group or map, or raise the limit (max_memory=, --max-memory)"
+        )
     pairs = list(zip(group_out.generators, group_in.generators))
     if kind == "bias":
-        shape = (ny,)
         moves = [gy for gy, _ in pairs]
     elif kind == "linear":
-        shape = (ny, nx)
-        moves = [_tuple_moves([gy, gx], shape) for gy, gx in pairs]
-    elif kind in ("quadratic", "quadratic-sym"):
-        shape = (ny, nx, nx)
-        moves = [_tuple_moves([gy, gx, gx], shape) for gy, gx in pairs]
+        moves = [tuple_moves([gy, gx], shape) for gy, gx in pairs]
+    else:
+        moves = [tuple_moves([gy, gx, gx], shape) for gy, gx in pairs]
         if kind == "quadratic-sym":
             moves.append(np.arange(ny * nx * nx).reshape(shape).transpose(0, 2, 1).reshape(-1))
-    else:
-        raise ValueError(f"unknown map kind {kind!r}; expected one of {', '.join(MAPS)}")
     return orbits(shape, moves)
 
 
-def count(group_in: PermGroup, group_out: PermGroup | None = None, kind: str = "linear") -> int:
-    """The number of colors (free weights) of the map."""
-    c = colors(group_in, group_out, kind)
+def count(group_in: PermGroup, group_out: PermGroup | None = None, kind: str = "linear",
+          max_memory: int | None = DEFAULT_MAX_MEMORY) -> int:
+    """The number of colors (free weights) of the map; arguments as for ``colors``."""
+    c = colors(group_in, group_out, kind, max_memory)
     return int(c.max()) + 1 if c.size else 0

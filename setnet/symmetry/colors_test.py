@@ -1,4 +1,4 @@
-"""Tests of the orbit colors against the null-space dimension and seed 000."""
+"""Tests of the orbit colors against the null-space dimension and the corrected hand derivations."""
 
 import numpy as np
 import pytest
@@ -9,7 +9,7 @@ from setnet.symmetry import (
     FoldError, PermGroup, colors, count, cyclic, dihedral, dimension, fold, fold_pairs, halves_fold,
     hyperoctahedral, parse, restrict, seed_fold_group, symmetric,
 )
-from setnet.symmetry.colors import _tuple_moves
+from setnet.symmetry.colors import tuple_moves
 
 
 @st.composite
@@ -24,7 +24,7 @@ def _invariant_under_generators(group_in, group_out, kind, c):
     group_out = group_out or group_in
     for gy, gx in zip(group_out.generators, group_in.generators):
         axes = {"bias": [gy], "linear": [gy, gx]}.get(kind, [gy, gx, gx])
-        move = _tuple_moves(axes, c.shape)
+        move = tuple_moves(axes, c.shape)
         np.testing.assert_array_equal(c.reshape(-1)[move], c.reshape(-1))
     if kind == "quadratic-sym":
         np.testing.assert_array_equal(c, c.transpose(0, 2, 1))
@@ -77,8 +77,8 @@ def test_symmetric_linear_is_alpha_identity_plus_beta_ones(n):
 
 
 @pytest.mark.parametrize("n, quad, sym", [(1, 1, 1), (2, 4, 3), (3, 5, 4), (4, 5, 4), (5, 5, 4), (6, 5, 4), (12, 5, 4)])
-def test_symmetric_quadratic_counts_are_bell_numbers_not_the_seeds_table(n, quad, sym):
-    # Seed 000's table says 6, 9, 11, 13, 15 for N = 2..6; the orbit count is the
+def test_symmetric_quadratic_counts_are_bell_numbers_not_the_hand_derived_table(n, quad, sym):
+    # An earlier hand derivation gave 6, 9, 11, 13, 15 for N = 2..6; the orbit count is the
     # number of set partitions of {out, in1, in2} into at most N blocks.
     assert count(symmetric(n), kind="quadratic") == quad
     assert count(symmetric(n), kind="quadratic-sym") == sym
@@ -102,7 +102,7 @@ def test_cyclic_and_dihedral_formulas(n):
     assert count(dihedral(n), kind="quadratic-sym") == ((n + 1) ** 2 // 4 if n % 2 else (n * n + 2 * n + 4) // 4)
 
 
-def test_seed_000_folded_pattern_comes_from_s3_on_the_first_half():
+def test_hand_derived_folded_pattern_comes_from_s3_on_the_first_half():
     g = seed_fold_group(3)
     c = colors(g, restrict(g, range(3)))
     seed = np.array([[5, 1, 1, 2, 3, 4], [1, 5, 1, 2, 3, 4], [1, 1, 5, 2, 3, 4]])

@@ -4,6 +4,12 @@ A group is little more than its generators: each generator is a permutation
 of ``range(degree)`` stored as an integer array ``g`` with ``i -> g[i]``.
 Nothing here lists group elements, so S_64 (64! elements) costs two arrays.
 
+Every place that takes a group by name (this package, ``setnet.spectral``,
+``setnet.gsnn``, their command lines) reads it with the one grammar here,
+``GRAMMAR``: ``parse_spec`` turns ``"C2xC4"`` or ``"S3+C4"`` into a small
+syntax tree, ``build`` / ``parse`` make it a ``PermGroup``, and
+``setnet.gsnn.parse_group`` makes the same tree a matrix group.
+
 An *action pair* (a group acting on inputs X and on outputs Y) is a
 ``PermGroup`` for X plus a second ``PermGroup`` for Y whose k-th generator
 is the image of the k-th generator of X. ``fold`` derives that second group
@@ -159,12 +165,12 @@ def hyperoctahedral(m: int) -> PermGroup:
 
 
 def seed_fold_group(m: int) -> PermGroup:
-    """The group that really produces seed 000's folded pattern (eq. 14).
+    """The group behind the folded pattern of an earlier hand derivation.
 
     It is S_m permuting the *first* half of 2m points and fixing every point of
     the second half, with Y identified with the first half. The fold
     i -> i mod m is *not* equivariant for it, which is why its pattern has one
-    free column per point of the second half (colors 2, 3, 4 in the seed).
+    free column per point of the second half (colors 2, 3, 4 for m = 3).
     """
     return PermGroup(disjoint_union(symmetric(m), trivial(m)).generators, f"SeedFold{m}")
 
@@ -205,12 +211,12 @@ def fold(group: PermGroup, pi, out_degree: int | None = None) -> PermGroup:
 
 
 def halves_fold(m: int) -> np.ndarray:
-    """Seed 000's fold of 2m points onto m: i -> i mod m."""
+    """The fold of 2m points onto their m pairs {i, i + m}: i -> i mod m."""
     return np.arange(2 * m) % m
 
 
 def restrict(group: PermGroup, points) -> PermGroup:
-    """The action on an invariant subset ``points`` (used for seed 000's pattern, where Y is the first half)."""
+    """The action on an invariant subset ``points`` (e.g. Y = the first half, for ``seed_fold_group``)."""
     points = np.asarray(points, dtype=np.int64)
     index = {int(p): k for k, p in enumerate(points)}
     out = []
@@ -222,6 +228,40 @@ def restrict(group: PermGroup, points) -> PermGroup:
     return _group(out, len(points), f"{group.name}|{len(points)}")
 
 
+def quaternion() -> PermGroup:
+    """Q_8 = {±1, ±i, ±j, ±k} permuting itself by left multiplication (its regular action, 8 points).
+
+    Point ``2 u + s`` is the unit ``(1, i, j, k)[u]`` with sign ``(+1, -1)[s]``;
+    the generators are left multiplication by i and by j.
+    """
+    # Left multiplication by i and by j on the units 1, i, j, k: (unit index, sign) of each product.
+    times = {"i": [(1, 1), (0, -1), (3, 1), (2, -1)], "j": [(2, 1), (3, -1), (0, -1), (1, 1)]}
+    gens = []
+    for table in times.values():
+        g = np.empty(8, dtype=np.int64)
+        for u, (v, sign) in enumerate(table):
+            for s in (0, 1):
+                g[2 * u + s] = 2 * v + (s if sign > 0 else 1 - s)
+        gens.append(g)
+    return _group(gens, 8, "Q8")
+
+
+def permutation_matrix(g) -> np.ndarray:
+    """The matrix P of the permutation ``g`` acting on R^n: P e_i = e_{g[i]}, i.e. (P x)[g[i]] = x[i].
+
+    Composition matches the groups here: ``permutation_matrix(g[h])`` (first h, then g)
+    equals ``permutation_matrix(g) @ permutation_matrix(h)``.
+
+    Example:
+    >>> permutation_matrix([1, 2, 0]) @ np.array([10.0, 20.0, 30.0])
+    array([30., 10., 20.])
+    """
+    g = np.asarray(g, dtype=np.int64)
+    p = np.zeros((g.size, g.size))
+    p[g, np.arange(g.size)] = 1.0
+    return p
+
+
 def _check_size(kind, n, minimum):
     if not isinstance(n, (int, np.integer)) or n < minimum:
         raise ValueError(f"{kind}<n> needs an integer n >= {minimum}, got {n!r}")
@@ -231,66 +271,190 @@ def _paren(name):
     return f"({name})" if ("+" in name or "*" in name) else name
 
 
-_ATOM = re.compile(r"(S|C|D|Fold|Hyp)(\d+)$")
-_MAX_DEGREE = 1 << 20
+# --- the group grammar -------------------------------------------------------------------------
+
+GRAMMAR = (
+    "S<n>, C<n>, D<n> (n >= 3), Q8, Fold<m>, Hyp<m> permute points; rot<n> (C_n rotating R^2) and "
+    "B<n> (signed permutations of R^n) are matrix groups for setnet.gsnn only; "
+    "A*B or AxB: direct product on the product set; A+B: direct product on the disjoint union (direct sum); "
+    "A^k: A*A*...*A; * and x bind tighter than +; parentheses group"
+)
+
+# name: (builder, smallest n, degree(n)) for the groups that permute points.
+PERMUTATION_ATOMS = {
+    "S": (symmetric, 1, lambda n: n),
+    "C": (cyclic, 1, lambda n: n),
+    "D": (dihedral, 3, lambda n: n),
+    "Q": (lambda n: quaternion(), 8, lambda n: 8),
+    "Fold": (fold_pairs, 1, lambda n: 2 * n),
+    "Hyp": (hyperoctahedral, 1, lambda n: 2 * n),
+}
+# name: (smallest n, degree(n)) for the matrix groups that setnet.gsnn builds.
+MATRIX_ATOMS = {"rot": (1, lambda n: 2), "B": (1, lambda n: n)}
+MAX_DEGREE = 1 << 20
+
+_TOKEN = re.compile(r"(?P<atom>Fold|Hyp|rot|[SCDQB])(?P<n>\d+)|(?P<op>[()*+x^])|(?P<num>\d+)|(?P<word>[A-Za-z]\w*)|(?P<bad>.)")
+
+
+class GroupSpecError(ValueError):
+    """A group spec that does not follow ``GRAMMAR``; the message is one line naming the spec."""
+
+
+def parse_spec(spec: str):
+    """Read a group spec into its syntax tree, checking names, sizes and the number of points.
+
+    The tree is ``(name, n)`` for a group such as ``S4`` (``("S", 4)``), or
+    ``(op, left, right)`` with ``op`` ``"*"`` (direct product acting on the
+    product set) or ``"+"`` (direct product acting on the disjoint union).
+    ``x`` is another spelling of ``*`` and ``A^k`` is ``A*...*A``. This is
+    the one grammar of every entry point: ``parse`` builds the tree as a
+    permutation group, ``setnet.gsnn.parse_group`` as a matrix group.
+
+    Args:
+        spec: e.g. ``"D4"``, ``"C2xC4"``, ``"C2*C4"``, ``"S3+C4"``, ``"C2^3"``, ``"(S2+C3)*D3"``.
+
+    Returns:
+        The tree; ``degree(tree)`` is the number of points (the dimension) it acts on.
+
+    Raises:
+        GroupSpecError: for anything else, naming the spec and listing ``GRAMMAR``.
+
+    Example:
+    >>> parse_spec("C2xC4") == parse_spec("C2*C4")
+    True
+    >>> parse_spec("S3+C2^2")
+    ('+', ('S', 3), ('*', ('C', 2), ('C', 2)))
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise GroupSpecError(f"empty group spec; expected {GRAMMAR}")
+    text = "".join(spec.split())
+    tokens = [(m.lastgroup if m.lastgroup != "n" else "atom", m) for m in _TOKEN.finditer(text)]
+    pos = 0
+
+    def fail(why):
+        raise GroupSpecError(f"bad group spec {text!r}: {why}; expected {GRAMMAR}")
+
+    def here():
+        return text[tokens[pos][1].start():] if pos < len(tokens) else "the end"
+
+    def peek_op():
+        return tokens[pos][1].group("op") if pos < len(tokens) else None
+
+    def factor():
+        nonlocal pos
+        if pos >= len(tokens):
+            fail("expected a group at the end")
+        kind, m = tokens[pos]
+        if peek_op() == "(":
+            pos += 1
+            tree = expr()
+            if peek_op() != ")":
+                fail(f"missing ')' before {here()}")
+            pos += 1
+            return tree
+        if m.group("atom") is None:
+            what = m.group(0)
+            fail(f"unknown group {what!r}" if m.group("word") else f"expected a group at {here()!r}")
+        pos += 1
+        name, n = m.group("atom"), int(m.group("n"))
+        smallest = (PERMUTATION_ATOMS.get(name) or MATRIX_ATOMS[name])[1 if name in PERMUTATION_ATOMS else 0]
+        if name == "Q" and n != 8:
+            fail(f"unknown group {name}{n} (the quaternion group is Q8)")
+        if n < smallest:
+            hint = " (use C2+C2 or C2*C2 for the Klein four-group)" if name == "D" else ""
+            fail(f"{name}<n> needs n >= {smallest}, got {name}{n}{hint}")
+        return _check_degree((name, n), text)
+
+    def power():
+        nonlocal pos
+        tree = factor()
+        if peek_op() == "^":
+            pos += 1
+            k = tokens[pos][1].group("num") if pos < len(tokens) else None
+            if k is None or int(k) < 1:
+                fail(f"the power after '^' must be an integer >= 1, got {here()!r}")
+            pos += 1
+            base = tree
+            for _ in range(int(k) - 1):
+                tree = _check_degree(("*", tree, base), text)
+        return tree
+
+    def term():
+        nonlocal pos
+        tree = power()
+        while peek_op() in ("*", "x"):
+            pos += 1
+            tree = _check_degree(("*", tree, power()), text)
+        return tree
+
+    def expr():
+        nonlocal pos
+        tree = term()
+        while peek_op() == "+":
+            pos += 1
+            tree = _check_degree(("+", tree, term()), text)
+        return tree
+
+    tree = expr()
+    if pos != len(tokens):
+        fail(f"unexpected {here()!r}")
+    return tree
+
+
+def degree(tree) -> int:
+    """The number of points (for a matrix group: the dimension) a ``parse_spec`` tree acts on."""
+    if tree[0] == "*":
+        return degree(tree[1]) * degree(tree[2])
+    if tree[0] == "+":
+        return degree(tree[1]) + degree(tree[2])
+    name, n = tree
+    return (PERMUTATION_ATOMS[name][2] if name in PERMUTATION_ATOMS else MATRIX_ATOMS[name][1])(n)
+
+
+def _check_degree(tree, text):
+    d = degree(tree)
+    if d > MAX_DEGREE:
+        raise GroupSpecError(f"bad group spec {text!r}: it acts on {d} points, more than the {MAX_DEGREE} "
+                             "this library handles; use smaller factors")
+    return tree
+
+
+def atoms(tree) -> list:
+    """The ``(name, n)`` leaves of a ``parse_spec`` tree, left to right."""
+    return [tree] if tree[0] not in ("*", "+") else atoms(tree[1]) + atoms(tree[2])
+
+
+def build(tree) -> PermGroup:
+    """The permutation group of a ``parse_spec`` tree: ``*`` is ``product``, ``+`` is ``disjoint_union``.
+
+    Raises:
+        GroupSpecError: when the tree holds a matrix group (``rot<n>``, ``B<n>``).
+    """
+    op = tree[0]
+    if op in ("*", "+"):
+        return (product if op == "*" else disjoint_union)(build(tree[1]), build(tree[2]))
+    name, n = tree
+    if name in MATRIX_ATOMS:
+        what = "rotates R^2" if name == "rot" else "acts on R^n by signed permutations"
+        raise GroupSpecError(f"group {name}{n} {what} and permutes no points: it is a matrix group for setnet.gsnn "
+                             "(python -m setnet.gsnn); the groups that permute points are S<n>, C<n>, D<n> (n >= 3), "
+                             "Q8, Fold<m>, Hyp<m> and their products and sums")
+    return PERMUTATION_ATOMS[name][0](n)
 
 
 def parse(spec: str) -> PermGroup:
-    """Parse a group spec: ``S<n>``, ``C<n>``, ``D<n>``, ``Fold<m>``, ``Hyp<m>``,
-    ``A*B`` (product on the product set), ``A+B`` (on the disjoint union),
-    with parentheses; ``*`` binds tighter than ``+``.
+    """The permutation group of a spec in ``GRAMMAR``, named by the spec as written.
+
+    Args:
+        spec: ``S<n>``, ``C<n>``, ``D<n>``, ``Q8``, ``Fold<m>``, ``Hyp<m>``,
+            combined with ``*`` / ``x`` (product set), ``+`` (disjoint union),
+            ``^k`` and parentheses.
+
+    Raises:
+        GroupSpecError: a one-line message for a spec outside the grammar.
+
+    Example:
+    >>> parse("C2xC4").degree, parse("C2+C4").degree, parse("Q8").order()
+    (8, 6, 8)
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError("empty group spec; expected e.g. S4, C8, D5, C4*C4, S3+C4, Fold3, Hyp3")
-    tokens = re.findall(r"\d+|[A-Za-z]+|[()*+]|\S", spec.replace(" ", ""))
-    pos = 0
-
-    def peek():
-        return tokens[pos] if pos < len(tokens) else None
-
-    def take():
-        nonlocal pos
-        pos += 1
-        return tokens[pos - 1]
-
-    def atom():
-        tok = peek()
-        if tok == "(":
-            take()
-            g = expr()
-            if peek() != ")":
-                raise ValueError(f"bad group spec {spec!r}: missing ')'")
-            take()
-            return g
-        if tok is None or not tok.isalpha():
-            raise ValueError(f"bad group spec {spec!r}: expected a group name at {''.join(tokens[pos:]) or 'end'}")
-        name = take()
-        num = take() if peek() is not None and peek().isdigit() else None
-        m = _ATOM.match(f"{name}{num}") if num else None
-        if not m:
-            raise ValueError(
-                f"bad group spec {spec!r}: unknown group {name}{num or ''}; use S<n>, C<n>, D<n>, Fold<m>, Hyp<m>"
-            )
-        n = int(num)
-        return {"S": symmetric, "C": cyclic, "D": dihedral, "Fold": fold_pairs, "Hyp": hyperoctahedral}[name](n)
-
-    def term():
-        g = atom()
-        while peek() == "*":
-            take()
-            g = product(g, atom())
-            if g.degree > _MAX_DEGREE:
-                raise ValueError(f"group spec {spec!r} acts on more than {_MAX_DEGREE} points")
-        return g
-
-    def expr():
-        g = term()
-        while peek() == "+":
-            take()
-            g = disjoint_union(g, term())
-        return g
-
-    group = expr()
-    if pos != len(tokens):
-        raise ValueError(f"bad group spec {spec!r}: unexpected {''.join(tokens[pos:])!r}")
-    return PermGroup(group.generators, spec.replace(" ", ""))
+    return PermGroup(build(parse_spec(spec)).generators, "".join(spec.split()))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from setnet.symmetry.colors import _check_pair, _tuple_moves
+from setnet.symmetry.colors import output_action, tuple_moves
 from setnet.symmetry.groups import PermGroup
 
 MAX_TUPLES = 4096
@@ -21,7 +21,7 @@ MAX_TUPLES = 4096
 
 def constraint_matrix(group_in: PermGroup, group_out: PermGroup | None = None, kind: str = "linear") -> np.ndarray:
     """Stacked (P_g - I) over generators (and the symmetry constraint), as a dense float matrix."""
-    group_out = _check_pair(group_in, group_out)
+    group_out = output_action(group_in, group_out)
     nx, ny = group_in.degree, group_out.degree
     shape = {"bias": (ny,), "linear": (ny, nx)}.get(kind, (ny, nx, nx))
     size = int(np.prod(shape))
@@ -30,7 +30,7 @@ def constraint_matrix(group_in: PermGroup, group_out: PermGroup | None = None, k
     blocks = []
     for gy, gx in zip(group_out.generators, group_in.generators):
         axes = {"bias": [gy], "linear": [gy, gx]}.get(kind, [gy, gx, gx])
-        move = _tuple_moves(axes, shape)
+        move = tuple_moves(axes, shape)
         p = np.zeros((size, size))
         p[move, np.arange(size)] = 1.0
         blocks.append(p - np.eye(size))
