@@ -1,4 +1,4 @@
-"""Tied gradients of the closed forms (seed 000 section 4: "if they are linked then update together").
+"""Tied gradients of the closed forms: weights linked by parameter sharing update together.
 
 Each closed-form layer is a fast way of computing a map whose dense kernel is
 gathered from the engine's colors. Its gradients must therefore be the sums,

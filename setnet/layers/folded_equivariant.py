@@ -1,4 +1,8 @@
-"""Folded equivariant maps: N points in, N/2 out, point i folded onto i mod N/2 (seed 000 section 3)."""
+"""Folded equivariant maps: N points in, N/2 out, point i folded onto i mod N/2.
+
+The weight tying is that of parameter sharing (Ravanbakhsh, Schneider & Póczos, "Equivariance Through
+Parameter-Sharing", ICML 2017, arXiv:1702.08389) for a group that moves the pairs (i, i + N/2) as wholes.
+"""
 
 from __future__ import annotations
 
@@ -53,8 +57,8 @@ class FoldedEquivariant(keras.layers.Layer):
       orbits whose inputs share a pair index split into "same half" and
       "other half").
 
-    This fills seed 000 section 3.2 (the folded quadratic case, left empty
-    there). One variable per color per channel pair (triple, for the
+    The folded quadratic case was left open by an earlier hand derivation;
+    the orbit computation gives the counts above. One variable per color per channel pair (triple, for the
     quadratic term), in the engine's canonical color order for N/2 >= 3, so
     the layer equals ``TiedEquivariantDense(colors=colors(G, fold(G,
     halves_fold(m)), kind))`` with the same weights. It is computed in closed
@@ -74,7 +78,7 @@ class FoldedEquivariant(keras.layers.Layer):
         units: number of output channels.
         group: ``"pairs"`` or ``"hyperoctahedral"``.
         order: ``"linear"`` (``y = Lx + b``) or ``"quadratic"``
-            (``y = (Ax)·x + Lx + b``, seed 000 eq. 5).
+            (``y = (Ax)·x + Lx + b``, the quadratic form of ``PermEquivariantQuadratic``).
         pooling: ``"sum"`` (orbit sums; the exact tied map) or ``"mean"``
             (each orbit sum divided by its size over the real pairs).
         activation: activation applied to the output.

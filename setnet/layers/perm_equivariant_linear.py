@@ -1,4 +1,4 @@
-"""The permutation-equivariant linear layer (DeepSets; seed 000 section 1)."""
+"""The permutation-equivariant linear layer of Zaheer et al., "Deep Sets", NeurIPS 2017, arXiv:1703.06114."""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""The permutation-equivariant quadratic layer (seed 000 section 2: y = (Ax)·x + Bx + C)."""
+"""The permutation-equivariant quadratic layer, y = (Ax)·x + Bx + C.
+
+Its 5 weight orbits are the S_N orbits on (out, in1, in2) index triples: the quadratic case of the
+equivariant maps of Maron, Ben-Hamu, Shamir & Lipman, "Invariant and Equivariant Graph Networks",
+ICLR 2019 (arXiv:1812.09902).
+"""
 
 from __future__ import annotations
 

@@ -17,8 +17,9 @@ class TiedEquivariantDense(keras.layers.Layer):
     map's index space an orbit id. The layer holds one variable per color per
     channel pair and gathers the full kernel from them on each call, so every
     entry of one color is literally the same weight: its gradient is the sum of
-    the gradients of the entries (seed 000 section 4, "if they are linked then
-    update together").
+    the gradients of the entries (the chain rule through the gather; this is
+    the parameter sharing of Ravanbakhsh, Schneider & Póczos, ICML 2017,
+    arXiv:1702.08389).
 
     - ``colors`` of shape ``(N_out, N_in)`` (kind ``"linear"``):
       ``y[k, o] = Σ_{i,c} W[colors[k, i], c, o] x[i, c]``; variable ``kernel``

@@ -52,7 +52,7 @@ def test_equivariant_under_random_group_elements(case, seed):
 
 @pytest.mark.parametrize("spec,kind", [("D4", "linear"), ("S3", "quadratic"), ("C3", "quadratic-sym")])
 def test_tied_gradient_is_sum_of_dense_entry_gradients(spec, kind):
-    # Seed 000 section 4: linked weights update together. The gradient of one
+    # Parameter sharing: linked weights update together. The gradient of one
     # tied variable must be the sum of the gradients of the dense kernel entries
     # of its color, computed here on a free (untied) copy of the kernel.
     rng = np.random.default_rng(0)
