@@ -310,14 +310,15 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         f"{model.name} with {model.count_params():,} parameters; {distribute.describe(strategy)}; "
         f"XLA {'on' if tcfg.xla else 'off'}; run folder {run_dir}")
 
-    tracker = None
+    tracker, checkout = None, None
     if cfg.mlflow.enabled and task.chief:
         from pipelines import tracking
 
         uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, cfg.runs_dir)
         tracker = tracking.Tracker(uri, cfg.experiment, run_dir.name, run_dir,
                                    artifact_root=tracking.local_artifact_root(uri, cfg.runs_dir), printer=say)
-        commit, dirty = git_commit()
+        # Read once: the registered version must name the commit its run names, even if HEAD moves.
+        checkout = commit, dirty = git_commit()
         tracker.log_params({**config_lib.flatten(cfg), "model.parameters": model.count_params()})
         tracker.set_tags({"mlflow.source.git.commit": commit, "git.dirty": dirty,
                           "dataset.name": data.name, "dataset.version": info["version"],
@@ -361,7 +362,8 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
                     tracker.log_artifact(path, "plots" if path.suffix == ".png" else None)
             if cfg.export.enabled:
                 result["export_path"] = str(_export(cfg, model, info, test_ds, tracker, say,
-                                                    test={"accuracy": test["accuracy"], "loss": test["loss"]}))
+                                                    test={"accuracy": test["accuracy"], "loss": test["loss"]},
+                                                    checkout=checkout))
         history_doc["completed"] = True
         history_doc["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
         if task.chief:
@@ -386,7 +388,7 @@ def _summary(model) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _export(cfg, model, info, test_ds, tracker, say, test):
+def _export(cfg, model, info, test_ds, tracker, say, test, checkout):
     """Export a one-device copy of the trained model (no distributed variables in the SavedModel),
     checked for permutation invariance on real test clouds by pipelines.export."""
     import numpy as np
@@ -424,7 +426,7 @@ def _export(cfg, model, info, test_ds, tracker, say, test):
         if cfg.mlflow.registered_model:
             from pipelines.registry import version_tags
 
-            commit, dirty = git_commit()
+            commit, dirty = checkout
             tracker.register_model(cfg.mlflow.registered_model, f"export/{path.name}", version_tags(
                 commit=commit, dirty=dirty, dataset=cfg.data.name, dataset_version=info["version"],
                 test=test, invariance=inv, padding=pad, export_path=str(path), experiment=cfg.experiment))
