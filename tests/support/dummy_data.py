@@ -64,8 +64,9 @@ def write_synthetic(folder) -> pathlib.Path:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     # np.savez writes a zip with the current time; rewrite it with a fixed one.
-    _write_zip(path, {n: zipfile.ZipFile(buf).read(n) for n in sorted(zipfile.ZipFile(buf).namelist())})
-    return path
+    with zipfile.ZipFile(buf) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    return _write_zip(path, members)
 
 
 def write_digits(folder, per_class: int = DIGITS_PER_CLASS) -> pathlib.Path:
