@@ -285,8 +285,9 @@ def pl_map_fit(group, source: int, target: int, features: int = 3, samples: int 
     averaged into one. Minimising the equivariance defect subject to
     E||f(v)||² = 1 is a generalised eigenproblem.
 
-    Kernel condition (seed 001): a nonzero PL equivariant map V -> W between
-    simple representations exists iff ker V ⊆ ker W. If it fails, some n in
+    Kernel condition (Gibson, Tubbenhauer & Williamson, arXiv:2408.00949): a
+    nonzero PL equivariant map V -> W between simple representations exists
+    iff ker V ⊆ ker W. If it fails, some n in
     K = ker V acts on W without fixed vectors, and for every map f (PL or not)
       mean_g ||f(gv) - g f(v)||² >= (1/|G|) Σ_{n∈K} ||(I - ρ_W(n)) f(v)||² = (2|K|/|G|) ||f(v)||²,
     because f(nv) = f(v) and Σ_{n∈K} ρ_W(n) = 0. So the best defect is at
@@ -346,8 +347,9 @@ def pl_map_fit(group, source: int, target: int, features: int = 3, samples: int 
 
 
 def render_png(graph: InteractionGraph, path, title: str | None = None) -> None:
-    """Draw the graph like seed 001's C_8 picture: components with the largest image |G/ker| on top
-    (the paper's low frequencies), the trivial component at the bottom; self-loops as small circles."""
+    """Draw the graph like the C_8 picture of Gibson, Tubbenhauer & Williamson (arXiv:2408.00949):
+    components with the largest image |G/ker| on top (the paper's low frequencies), the trivial
+    component at the bottom; self-loops as small circles."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -74,8 +74,9 @@ def test_measured_graph_respects_the_kernel_bound(group, activation):
 
 
 def test_paper_c8_graph():
-    # Seed 001's C_8 picture: information flows from the faithful representations (k = 1, 3) to larger
-    # kernels and never back; with ReLU, k=1 reaches 0, 1, 2, 4 and nothing reaches k = 1 or 3 from elsewhere.
+    # The C_8 picture of Gibson, Tubbenhauer & Williamson (arXiv:2408.00949): information flows from
+    # the faithful representations (k = 1, 3) to larger kernels and never back;
+    # with ReLU, k=1 reaches 0, 1, 2, 4 and nothing reaches k = 1 or 3 from elsewhere.
     g = measure_graph("C8", "relu").to_json()
     assert g["group"] == "C8" and g["activation"] == "relu"
     assert [j for k, j in g["edges"] if k == 1] == [0, 1, 2, 4]
