@@ -119,3 +119,42 @@ def test_parallel_trial_processes_draw_different_points():
 def test_storage_url_password_is_not_logged():
     assert sw._safe_url("postgresql://me:secret@db/optuna") == "postgresql://me:***@db/optuna"
     assert sw._safe_url("sqlite:////tmp/optuna.db") == "sqlite:////tmp/optuna.db"
+
+
+def test_a_trial_reports_every_epoch_and_the_median_pruner_stops_a_worse_one(tmp_path, monkeypatch):
+    import optuna
+
+    from pipelines import train as train_module
+
+    sweep_file = _write(tmp_path, "space: {model.global_pool: [max, mean]}")
+    args = sw._parser().parse_args(["--config", str(ROOT / "configs" / "digits.yaml"), "--sweep", str(sweep_file),
+                                    "--set", f"runs_dir={tmp_path / 'runs'}", "mlflow.enabled=false"])
+    ctx = sw.Sweep(args)
+    curves = [[0.5, 0.6, 0.7], [0.1, 0.2, 0.3]]
+    trained = []
+
+    def fake_train(cfg, callbacks=(), printer=print):
+        # What pipelines.train.train does with its callbacks: on_epoch_end after every epoch.
+        trained.append(cfg)
+        history = []
+        for epoch, value in enumerate(curves[len(trained) - 1]):
+            history.append({"val_accuracy": value, "loss": 1.0})
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, history[-1])
+        return {"history": history, "test_accuracy": 0.5, "export_path": None}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    study = optuna.create_study(direction="maximize",
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    lines = []
+    study.optimize(lambda t: sw.run_trial(ctx, t, "host|1@1.2", printer=lines.append), n_trials=2)
+    first, second = study.trials
+    assert first.state.name == "COMPLETE" and first.value == 0.7
+    assert first.intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
+    assert second.state.name == "PRUNED" and second.intermediate_values == {1: 0.1}
+    assert any("trial 1 pruned: val_accuracy 0.1000 after epoch 1" in line for line in lines)
+    # Each trial trained the base config with its own parameters, in its own run folder.
+    assert [c.model.global_pool for c in trained] == [first.params["model.global_pool"],
+                                                      second.params["model.global_pool"]]
+    assert [c.run_name for c in trained] == [f"{ctx.study_name}-t0", f"{ctx.study_name}-t1"]
+    assert first.user_attrs["run_dir"] == str(tmp_path / "runs" / "setnet-digits" / f"{ctx.study_name}-t0")
