@@ -305,9 +305,10 @@ def summarize(results: Mapping[str, Mapping], *, printer: Callable[[str], None] 
 
 
 def format_summary(summary: Mapping) -> str:
-    lines = [f"{'check':<32} {'clouds':>6} {'perms':>6} {'max |dev|':>11}  result"]
+    width = max([32, *map(len, summary["checks"])])
+    lines = [f"{'check':<{width}} {'clouds':>6} {'perms':>6} {'max |dev|':>11}  result"]
     for name, r in summary["checks"].items():
-        lines.append(f"{name:<32} {r.get('clouds', '-'):>6} {r.get('permutations', '-'):>6} "
+        lines.append(f"{name:<{width}} {r.get('clouds', '-'):>6} {r.get('permutations', '-'):>6} "
                      f"{float(r.get('max_abs_deviation', 0.0)):>11.3e}  "
                      f"{'ok' if r.get('passed') else 'FAILED'}")
     lines.append(f"largest deviation {summary['max_abs_deviation']:.3e}; "

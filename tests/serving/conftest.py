@@ -1,10 +1,12 @@
 """Fixtures of the serving invariance suite: the endpoint under test and the summary report.
 
-With `--serving-url URL --model-name NAME` the suite runs against that endpoint (real TF
-Serving or the embedded server). Without it, it exports two small trained models as
-versions 1 and 2 of `suite_model` and starts `python -m serving.server` on 127.0.0.1 on a
-free port, with labels stable=1 and canary=2; the in-process SavedModels then serve as the
-reference for the pinned-version checks.
+With `--serving-url URL` (REST) and/or `--serving-grpc HOST:PORT` (gRPC) and `--model-name
+NAME` the suite runs against that endpoint (real TF Serving or the embedded server), over
+each API given. Without them, it exports two small trained models as versions 1 and 2 of
+`suite_model` and starts `python -m serving.server` on 127.0.0.1 on free ports, with labels
+stable=1 and canary=2, and runs over both REST and gRPC (`--serving-protocol` picks one);
+the in-process SavedModels then serve as the reference for the pinned-version checks.
+Every test that takes `endpoint` runs once per API, with ids `[rest]` and `[grpc]`.
 """
 
 from __future__ import annotations
@@ -31,14 +33,61 @@ _SUMMARY: dict = {}
 
 @dataclasses.dataclass
 class Endpoint:
-    url: str
+    protocol: str        # "rest" or "grpc"
+    url: str             # REST root URL, or the gRPC host:port
     model_name: str
-    client: ServingClient
+    client: object       # ServingClient or GrpcServingClient (the same methods)
     embedded: bool
     # version -> predict_fn(points) -> probabilities, from the SavedModels in process
     # (embedded mode only; against a remote endpoint the files are not here).
     reference: dict
     labels: dict
+    # Two encodings of the same request, which must give the same answers: REST's row and
+    # columnar JSON, gRPC's packed tensor_content and typed value fields.
+    # name -> (predict(points), predict_padded(points, mask)), each returning the outputs.
+    encodings: dict
+
+    @property
+    def tag(self) -> str:
+        return "REST" if self.protocol == "rest" else "gRPC"
+
+
+def _client(protocol: str, address: str, name: str, **kw):
+    if protocol == "rest":
+        return ServingClient(address, name, timeout=120, batch_size=32, **kw)
+    from serving.grpc_client import GrpcServingClient
+    return GrpcServingClient(address, name, timeout=120, batch_size=32, **kw)
+
+
+def _encodings(protocol: str, address: str, name: str, client) -> dict:
+    if protocol == "rest":
+        return {"row": (client.predict, client.predict_padded),
+                "columnar": (lambda p: client.predict(p, columnar=True),
+                             lambda p, m: client.predict_padded(p, m, columnar=True))}
+    fields = _client(protocol, address, name, tensor_content=False)
+    return {"tensor_content": (client.predict, client.predict_padded),
+            "value fields": (fields.predict, fields.predict_padded)}
+
+
+def protocols(config) -> list[str]:
+    """The APIs the suite runs over, from the command line (see the root conftest.py)."""
+    url, target = config.getoption("--serving-url"), config.getoption("--serving-grpc")
+    chosen = config.getoption("--serving-protocol")
+    given = [p for p, a in (("rest", url), ("grpc", target)) if a]
+    if chosen is None:
+        return given or ["rest", "grpc"]
+    wanted = ["rest", "grpc"] if chosen == "both" else [chosen]
+    flags = {"rest": "--serving-url", "grpc": "--serving-grpc"}
+    missing = [flags[p] for p in wanted if given and p not in given]
+    if missing:
+        raise pytest.UsageError(f"--serving-protocol {chosen} needs the endpoint's "
+                                f"{' and '.join(missing)} too")
+    return wanted
+
+
+def pytest_generate_tests(metafunc):
+    if "endpoint" in metafunc.fixturenames:
+        metafunc.parametrize("protocol", protocols(metafunc.config), scope="session")
 
 
 def _wait_versions(client: ServingClient, versions, timeout=240):
@@ -57,16 +106,18 @@ def _wait_versions(client: ServingClient, versions, timeout=240):
 
 
 @pytest.fixture(scope="session")
-def endpoint(request, tmp_path_factory):
-    url = request.config.getoption("--serving-url")
+def served(request, tmp_path_factory):
+    """Where the endpoint is: `{"rest": url, "grpc": target}`, the model name, and (for the
+    embedded server) the in-process reference and the labels."""
+    url, target = (request.config.getoption("--serving-url"),
+                   request.config.getoption("--serving-grpc"))
     name = request.config.getoption("--model-name")
     _SUMMARY["report_path"] = request.config.getoption("--serving-report") or str(
         ROOT / "runs" / "serving" / "invariance_summary.json")
-    if url:
+    if url or target:
         name = name or "setnet"
-        client = ServingClient(url, name, timeout=120, batch_size=32)
-        _SUMMARY.update(endpoint=url, model_name=name, embedded=False)
-        yield Endpoint(url, name, client, False, {}, {})
+        _SUMMARY.update(model_name=name, embedded=False)
+        yield {"rest": url, "grpc": target}, name, {}, {}
         return
 
     work = tmp_path_factory.mktemp("serving_suite")
@@ -75,8 +126,9 @@ def endpoint(request, tmp_path_factory):
     labels = {"stable": 1, "canary": 2}
     # Start the server first: it imports TensorFlow while this process trains and exports,
     # and it picks the versions up from the folder as they appear.
-    server = ServerProcess(["--model-name", EMBEDDED_MODEL, "--model-base-path", str(base), "--host", "127.0.0.1",
-                            "--version-policy", "all", "--file-system-poll-wait-seconds", "0.3"] + [
+    server = ServerProcess(["--model-name", EMBEDDED_MODEL, "--model-base-path", str(base),
+                            "--host", "127.0.0.1", "--version-policy", "all",
+                            "--file-system-poll-wait-seconds", "0.3"] + [
         a for k, v in labels.items() for a in ("--version-label", f"{k}={v}")], work)
     try:
         import tensorflow as tf
@@ -89,8 +141,7 @@ def endpoint(request, tmp_path_factory):
             paths[version] = export_model(model, base.parent, EMBEDDED_MODEL, CLASSES,
                                           version=version)
         url = server.wait_ready()
-        client = ServingClient(url, EMBEDDED_MODEL, timeout=120, batch_size=32)
-        _wait_versions(client, [1, 2])
+        _wait_versions(ServingClient(url, EMBEDDED_MODEL, timeout=120), [1, 2])
 
         def reference_fn(path):
             sig = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -98,10 +149,21 @@ def endpoint(request, tmp_path_factory):
                                                                                 ].numpy()
 
         reference = {v: reference_fn(p) for v, p in paths.items()}
-        _SUMMARY.update(endpoint=url, model_name=EMBEDDED_MODEL, embedded=True)
-        yield Endpoint(url, EMBEDDED_MODEL, client, True, reference, labels)
+        _SUMMARY.update(model_name=EMBEDDED_MODEL, embedded=True)
+        yield ({"rest": url, "grpc": server.grpc_target}, EMBEDDED_MODEL, reference, labels)
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def endpoint(protocol, served):
+    """The endpoint under test over one API (`protocol`, a session-scoped parameter)."""
+    addresses, name, reference, labels = served
+    address = addresses[protocol]
+    client = _client(protocol, address, name)
+    _SUMMARY.setdefault("endpoints", {})[protocol] = address
+    return Endpoint(protocol, address, name, client, bool(reference), reference, labels,
+                    _encodings(protocol, address, name, client))
 
 
 @pytest.fixture(scope="session")
@@ -149,7 +211,7 @@ def pytest_terminal_summary(terminalreporter):
     if not checks:
         return
     summary = {
-        "endpoint": _SUMMARY.get("endpoint"),
+        "endpoints": _SUMMARY.get("endpoints"),
         "model_name": _SUMMARY.get("model_name"),
         "embedded_server": _SUMMARY.get("embedded"),
         "real_data": _SUMMARY.get("real_data"),
@@ -166,8 +228,10 @@ def pytest_terminal_summary(terminalreporter):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2) + "\n")
     terminalreporter.section("serving invariance summary")
-    terminalreporter.write_line(f"endpoint {summary['endpoint']} model {summary['model_name']}"
-                                f" ({'embedded server' if summary['embedded_server'] else 'external'})")
+    where = ", ".join(f"{'REST' if p == 'rest' else 'gRPC'} {a}"
+                      for p, a in (summary["endpoints"] or {}).items())
+    terminalreporter.write_line(f"{where}, model {summary['model_name']} "
+                                f"({'embedded server' if summary['embedded_server'] else 'external'})")
     terminalreporter.write_line(format_summary(summary))
     terminalreporter.write_line(f"permutation checks: {summary['clouds']} clouds x "
                                 f"{summary['permutations']} permutations; written to {path}")

@@ -1,10 +1,12 @@
-"""The serving invariance suite: runs against any TF Serving endpoint.
+"""The serving invariance suite: runs against any TF Serving endpoint, over REST and gRPC.
 
     pytest tests/serving --serving-url=http://127.0.0.1:8501 --model-name=setnet
+    pytest tests/serving --serving-grpc=127.0.0.1:8500 --model-name=setnet
 
-Without --serving-url the embedded server is started (see conftest.py). Every check here
-goes through HTTP exactly as a production client would, and records its largest
-deviation in the session summary (printed, and written as JSON for MLflow).
+Without an address the embedded server is started and every check runs over both APIs
+(see conftest.py). Every check goes through the API exactly as a production client would,
+and records its largest deviation in the session summary (printed, and written as JSON
+for MLflow) under its name and API, e.g. "batch independence [gRPC]".
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ def _predict(endpoint, **kw):
     return lambda points: endpoint.client.predict(points, **kw)["probabilities"]
 
 
-def _record(report, name, result):
+def _record(report, endpoint, name, result):
+    name = f"{name} [{endpoint.tag}]"
     report[name] = result
     assert result["passed"], (f"{name}: largest deviation {result['max_abs_deviation']:.3g} "
                               f"over the tolerance; details: {result}")
@@ -43,39 +46,40 @@ def synthetic_clouds(seed=0):
 def test_permutation_invariance_real_clouds(endpoint, report, real_clouds):
     result = inv.check_invariance(_predict(endpoint), real_clouds, permutations=PERMUTATIONS,
                                   seed=1)
-    _record(report, "permutation (real ModelNet40)", result)
+    _record(report, endpoint, "permutation (real ModelNet40)", result)
 
 
 def test_permutation_invariance_synthetic_clouds(endpoint, report):
     result = inv.check_invariance(_predict(endpoint), synthetic_clouds(), permutations=PERMUTATIONS,
                                   seed=2)
-    _record(report, "permutation (synthetic)", result)
+    _record(report, endpoint, "permutation (synthetic)", result)
 
 
 def test_batch_independence(endpoint, report):
     clouds = np.random.default_rng(3).normal(size=(5, 200, 3)).astype(np.float32)
-    _record(report, "batch independence", inv.check_batch_independence(_predict(endpoint), clouds,
-                                                                       seed=3))
+    _record(report, endpoint, "batch independence",
+            inv.check_batch_independence(_predict(endpoint), clouds, seed=3))
 
 
-def test_row_and_columnar_formats_agree(endpoint, report):
+def test_the_two_encodings_of_a_request_agree(endpoint, report):
+    """REST: row and columnar JSON; gRPC: packed tensor_content and typed value fields."""
     clouds = np.random.default_rng(4).normal(size=(6, 150, 3)).astype(np.float32)
-    row = endpoint.client.predict(clouds)
-    col = endpoint.client.predict(clouds, columnar=True)
-    dev = float(np.abs(row["probabilities"] - col["probabilities"]).max())
-    same_class = bool(np.array_equal(row["class_id"], col["class_id"]))
-    _record(report, "row vs columnar", {"clouds": len(clouds), "max_abs_deviation": dev,
-                                        "passed": dev <= inv.DEFAULT_ATOL and same_class})
+    (first, (a, _)), (second, (b, _)) = endpoint.encodings.items()
+    one, two = a(clouds), b(clouds)
+    dev = float(np.abs(one["probabilities"] - two["probabilities"]).max())
+    same_class = bool(np.array_equal(one["class_id"], two["class_id"]))
+    _record(report, endpoint, f"{first} vs {second}",
+            {"clouds": len(clouds), "max_abs_deviation": dev,
+             "passed": dev <= inv.DEFAULT_ATOL and same_class})
 
 
 def test_padded_and_masked_equals_unpadded(endpoint, report):
     clouds = synthetic_clouds(seed=5)
     unpadded = _predict(endpoint)
-    for columnar in (False, True):
+    for encoding, (_, predict_padded) in endpoint.encodings.items():
         result = inv.check_masked_padding(
-            unpadded, lambda p, m: endpoint.client.predict_padded(p, m, columnar=columnar)[
-                "probabilities"], clouds, seed=5)
-        _record(report, f"padded+masked ({'columnar' if columnar else 'row'})", result)
+            unpadded, lambda p, m: predict_padded(p, m)["probabilities"], clouds, seed=5)
+        _record(report, endpoint, f"padded+masked ({encoding})", result)
 
 
 def test_pinned_versions_answer_with_that_version(endpoint, report):
@@ -99,7 +103,7 @@ def test_pinned_versions_answer_with_that_version(endpoint, report):
     if endpoint.reference:
         # The two exported versions have different weights, so a wrong pin would show.
         assert not np.allclose(answers[1], answers[2], atol=1e-4)
-    _record(report, "pinned versions", {"clouds": len(clouds), "versions": available,
+    _record(report, endpoint, "pinned versions", {"clouds": len(clouds), "versions": available,
                                         "max_abs_deviation": worst,
                                         "passed": worst <= inv.DEFAULT_ATOL})
 
@@ -126,7 +130,8 @@ def test_cli_predicts_files(endpoint, tmp_path):
     np.save(tmp_path / "clouds.npy", clouds)
     out = tmp_path / "out.json"
     run = subprocess.run([sys.executable, "-m", "serving.client", "predict", "--url",
-                          endpoint.url, "--model", endpoint.model_name, "--top-k", "2",
+                          endpoint.url, *(["--grpc"] if endpoint.protocol == "grpc" else []),
+                          "--model", endpoint.model_name, "--top-k", "2",
                           "--json", str(out), str(tmp_path / "clouds.npy")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
