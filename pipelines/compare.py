@@ -342,7 +342,9 @@ def param_importances(trials: Sequence[dict], facts: dict) -> dict[str, float]:
                                                   value=t["value"]))
     if len(done) < 2:
         raise CompareError(f"parameter importances need at least 2 completed trials, this sweep has {len(done)}")
-    return dict(optuna.importance.get_param_importances(study))
+    # fANOVA, seeded: the same trials give the same importances (Optuna's default evaluator may change).
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
 
 
 def sweep_figures(trials: Sequence[dict], facts: dict, importances: dict | None, out_dir: pathlib.Path) -> list:
