@@ -1,17 +1,20 @@
-"""Load benchmark of the embedded REST server against calling the SavedModel in process.
+"""Load benchmark of the embedded server, REST and gRPC, against calling the SavedModel in process.
 
     make bench-serve                                    # 16 clients, 30 s per measurement
     python -m benchmarks.bench_serve --duration 5 --clients 16
     python -m benchmarks.bench_serve --model-base-path exports/setnet-default
+    python -m benchmarks.bench_serve --apis grpc --duration 10
 
 For 1 and for 32 clouds of 1024 points per request, it measures requests/s, clouds/s and
 p50/p99 latency with one client and with `--clients` concurrent clients, over REST (the
-embedded server in its own process on 127.0.0.1, row format, keep-alive connections) and
-in process (the same SavedModel signature called from as many threads). The ratios say
-what REST costs: latency REST/in-process (goal at batch 32: <= 2x) and throughput
-in-process/REST. Errors must be 0. Request bodies are encoded once up front, so client
-work is only HTTP; the clients still share this machine's cores with the server, which
-is part of the figure on a small shared machine.
+embedded server in its own process on 127.0.0.1, row format, keep-alive connections),
+over gRPC (the same server process, TF Serving's PredictionService stub, tensor_content,
+one channel and connection per client) and in process (the same SavedModel signature
+called from as many threads). The ratios say what each API costs: latency API/in-process
+(goals at batch 32: REST <= 2x, gRPC <= 1.3x) and throughput in-process/API. Errors must
+be 0. Requests are encoded once up front, so client work is only the transport; the
+clients still share this machine's cores with the server, which is part of the figure on
+a small shared machine.
 """
 
 from __future__ import annotations
@@ -87,6 +90,8 @@ def main(argv=None) -> int:
                    help="seconds per one-client measurement (default: duration / 3)")
     p.add_argument("--batches", default="1,32", help="clouds per request, comma-separated")
     p.add_argument("--points", type=int, default=1024, help="points per cloud")
+    p.add_argument("--apis", default="rest,grpc",
+                   help="APIs to measure besides in-process: rest, grpc, comma-separated")
     p.add_argument("--model-base-path", help="serve this export (highest version) instead of "
                                               "a freshly built model")
     p.add_argument("--num-classes", type=int, default=40)
@@ -94,10 +99,17 @@ def main(argv=None) -> int:
                    help="also write the table here")
     args = p.parse_args(argv)
     batches = [int(b) for b in args.batches.split(",")]
+    apis = [a.strip().lower() for a in args.apis.split(",") if a.strip()]
+    if not apis or set(apis) - {"rest", "grpc"}:
+        print(f"error: --apis takes rest and/or grpc (comma-separated), got {args.apis!r}",
+              file=sys.stderr)
+        return 2
     single = args.single_duration or max(2.0, args.duration / 3)
 
+    import grpc
     import httpx
     import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
     from serving.client import _encode, make_http_client
     from pipelines.export import export_model, list_versions
@@ -124,6 +136,7 @@ def main(argv=None) -> int:
     with ServerProcess(args_server, tmp.name) as server:
         try:
             url = server.wait_ready(timeout=300) + f"/v1/models/{name}:predict"
+            target = server.grpc_target
         except RuntimeError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
@@ -131,7 +144,8 @@ def main(argv=None) -> int:
         sig = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
         rng = np.random.default_rng(0)
         rows = []
-        print(f"model: {what}; {args.points} points per cloud; server {url}", flush=True)
+        print(f"model: {what}; {args.points} points per cloud; server {url}, gRPC {target}",
+              flush=True)
         for batch in batches:
             clouds = rng.normal(size=(batch, args.points, 3)).astype(np.float32)
             body = _encode({"instances": clouds.astype(np.float64)})
@@ -156,9 +170,33 @@ def main(argv=None) -> int:
                 return (r.status_code == 200 and
                         [p["class_id"] for p in r.json()["predictions"]] == want)
 
-            rest()  # warm the server's path for this shape
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = name
+            request.inputs["points"].CopyFrom(tf.make_tensor_proto(clouds))
+
+            def grpc_predict():
+                if not hasattr(local, "stub"):
+                    # A local subchannel pool gives each client its own connection, as each
+                    # REST client has its own keep-alive connection.
+                    channel = grpc.insecure_channel(target, options=[
+                        ("grpc.use_local_subchannel_pool", 1),
+                        ("grpc.max_receive_message_length", -1),
+                        ("grpc.max_send_message_length", -1)])
+                    local.stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+                try:
+                    r = local.stub.Predict(request, timeout=120)
+                except grpc.RpcError:
+                    return False
+                return list(r.outputs["class_id"].int64_val) == want
+
+            workers = [("in-process", in_process)] + [
+                (label, fn) for api, label, fn in (("rest", "REST", rest),
+                                                   ("grpc", "gRPC", grpc_predict))
+                if api in apis]
+            for _, fn in workers[1:]:
+                fn()  # warm the server's path for this shape
             for clients, seconds in ((1, single), (args.clients, args.duration)):
-                for mode, worker in (("in-process", in_process), ("REST", rest)):
+                for mode, worker in workers:
                     row = _row(mode, batch, clients, *_run_threads(worker, clients, seconds))
                     rows.append(row)
                     print(f"  {mode:<10} batch {batch:>3} clients {clients:>3}: "
@@ -173,30 +211,32 @@ def main(argv=None) -> int:
               f"{r['clouds_per_s']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
               f"{r['errors']:>6}")
     print()
-    print(f"{'batch':>5} {'clients':>7} {'p50 REST/in-process':>20} {'p99 REST/in-process':>20} "
-          f"{'throughput in-process/REST':>27}")
+    print(f"{'batch':>5} {'clients':>7} {'api':<5} {'p50 api/in-process':>19} "
+          f"{'p99 api/in-process':>19} {'throughput in-process/api':>26}")
     ratios = []
+    served = [mode for mode, _ in workers[1:]]
     for batch in batches:
         for clients in sorted({r["clients"] for r in rows}):
             local_row = next(r for r in rows if r["mode"] == "in-process" and r["batch"] == batch
                              and r["clients"] == clients)
-            rest_row = next(r for r in rows if r["mode"] == "REST" and r["batch"] == batch
-                            and r["clients"] == clients)
-            ratio = {"batch": batch, "clients": clients,
-                     "p50_ratio": rest_row["p50_ms"] / local_row["p50_ms"],
-                     "p99_ratio": rest_row["p99_ms"] / local_row["p99_ms"],
-                     "throughput_ratio": local_row["req_per_s"] / max(rest_row["req_per_s"],
-                                                                      1e-9)}
-            ratios.append(ratio)
-            print(f"{batch:>5} {clients:>7} {ratio['p50_ratio']:>19.2f}x "
-                  f"{ratio['p99_ratio']:>19.2f}x {ratio['throughput_ratio']:>26.2f}x")
-    errors = sum(r["errors"] for r in rows if r["mode"] == "REST")
-    print(f"\nREST errors: {errors} (must be 0). Machine: {os.cpu_count()} CPUs, shared with "
-          f"other work; timings vary with its load.")
+            for mode in served:
+                api_row = next(r for r in rows if r["mode"] == mode and r["batch"] == batch
+                               and r["clients"] == clients)
+                ratio = {"mode": mode, "batch": batch, "clients": clients,
+                         "p50_ratio": api_row["p50_ms"] / local_row["p50_ms"],
+                         "p99_ratio": api_row["p99_ms"] / local_row["p99_ms"],
+                         "throughput_ratio": local_row["req_per_s"] / max(api_row["req_per_s"],
+                                                                          1e-9)}
+                ratios.append(ratio)
+                print(f"{batch:>5} {clients:>7} {mode:<5} {ratio['p50_ratio']:>18.2f}x "
+                      f"{ratio['p99_ratio']:>18.2f}x {ratio['throughput_ratio']:>25.2f}x")
+    errors = sum(r["errors"] for r in rows if r["mode"] != "in-process")
+    print(f"\n{' and '.join(served)} errors: {errors} (must be 0). Machine: {os.cpu_count()} "
+          f"CPUs, shared with other work; timings vary with its load.")
     out = pathlib.Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"model": what, "points": args.points, "rows": rows,
-                               "ratios": ratios, "rest_errors": errors}, indent=2) + "\n")
+                               "ratios": ratios, "errors": errors}, indent=2) + "\n")
     tmp.cleanup()
     return 0 if errors == 0 else 1
 
