@@ -616,8 +616,19 @@ def _safe_url(url: str) -> str:
     return url
 
 
-def summarize(ctx: Sweep, study, finished: bool) -> dict | None:
-    """The best trial so far, written to the sweep folder and to the parent run's tags and metrics."""
+def summarize(ctx: Sweep, study, finished: bool, printer: Callable[[str], None] = print) -> dict | None:
+    """The best trial so far, written to the sweep folder and to the parent run's tags and metrics
+    (a tracking store that is away costs the parent's copy, not the sweep)."""
+    try:
+        return _summarize(ctx, study, finished)
+    except Exception as e:
+        printer(f"sweep {ctx.study_name}: cannot update the parent MLflow run ({type(e).__name__}: "
+                f"{(str(e).splitlines() or [''])[0][:200]}); the sweep goes on, and "
+                f"{ctx.folder / 'best_trial.json'} has the best trial")
+        return None
+
+
+def _summarize(ctx: Sweep, study, finished: bool) -> dict | None:
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE and t.value is not None
@@ -631,6 +642,7 @@ def summarize(ctx: Sweep, study, finished: bool) -> dict | None:
                "run_dir": best.user_attrs.get("run_dir"), "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
                "test_accuracy": best.user_attrs.get("test_accuracy"),
                "export_path": best.user_attrs.get("export_path"), "completed_trials": len(done)}
+    write_json(ctx.folder / "best_trial.json", summary)
     if ctx.parent_id:
         client = ctx.client()
         if summary["mlflow_run_id"]:
@@ -737,7 +749,7 @@ def drive(ctx: Sweep, argv: list[str], printer: Callable[[str], None] = print) -
                     reported.add(t.number)
                     failures = failures + 1 if t.state == TrialState.FAIL and not _was_stale(t, trials) else 0
                     _announce(ctx, t, study, printer)
-                    summarize(ctx, study, finished=False)
+                    summarize(ctx, study, finished=False, printer=printer)
             if failures >= MAX_CONSECUTIVE_FAILURES:
                 raise SweepError(f"{failures} trials in a row failed with an error; see the logs in "
                                  f"{ctx.folder / 'logs'} (the sweep resumes with the same command once fixed)")
@@ -767,7 +779,7 @@ def drive(ctx: Sweep, argv: list[str], printer: Callable[[str], None] = print) -
         printer(f"\nsweep {ctx.study_name} interrupted; run the same command to resume it (the interrupted "
                 f"trials are retried from their last checkpoint)")
         return 130
-    summary = summarize(ctx, study, finished=True)
+    summary = summarize(ctx, study, finished=True, printer=printer)
     states = {}
     for t in study.get_trials(deepcopy=False):
         states[t.state.name] = states.get(t.state.name, 0) + 1
