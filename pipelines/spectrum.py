@@ -108,17 +108,19 @@ def _spectrum(args) -> int:
     if args.model is not None and not pathlib.Path(args.model).exists():
         raise ValueError(f"no model file at {args.model}; give a .keras file, or --run with a training run folder")
 
-    import keras
+    data = None
+    if args.run is not None:
+        model, data, name = load_run(args.run)  # checks the folder before TensorFlow loads
+    else:
+        import keras
 
-    import setnet.layers  # noqa: F401  (registers the layers for loading)
+        import setnet.layers  # noqa: F401  (registers the layers for loading)
+
+        model, name = keras.saving.load_model(args.model), pathlib.Path(args.model).name
+
     from pipelines.input import make_dataset
     from setnet.spectral.spectrum import network_spectrum, spectrum_table, write_spectrum_artifacts
 
-    data = None
-    if args.run is not None:
-        model, data, name = load_run(args.run)
-    else:
-        model, name = keras.saving.load_model(args.model), pathlib.Path(args.model).name
     dataset = args.dataset or (data.name if data else "synthetic_shapes")
     split = args.split or (data.test_split if data else "test")
     ds = make_dataset(dataset, split,
