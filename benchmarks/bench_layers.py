@@ -20,6 +20,14 @@ allocator keeps no statistics; if it is switched off, or TensorFlow already ran
 in this process, the rise of the resident set sampled every millisecond is
 reported instead, which undercounts reused memory).
 
+After the issue 3 goals, the issue 16 goals compare SetNormalization with
+keras BatchNormalization: fwd+bwd (training mode, the gradients of input,
+gamma and beta) on a ``--norm-shape`` activation (default (32, 1024, 1024)),
+unmasked and masked (BatchNormalization then runs on the same padded tensor),
+and a PointNet training step (`build_pointnet`, batch B of N points) with
+either normalisation; each pair runs interleaved and the time ratio is printed
+against the goal of 1.1.
+
 TiedEquivariantDense is not run where its gathered kernel would exceed
 ``--tied-cap`` entries (default 2**28, 1 GiB of float32; the step also holds
 the kernel's gradient and a transposed copy, about 3x that). Such rows say
@@ -54,8 +62,10 @@ from setnet.layers import (
     FoldedEquivariant,
     PermEquivariantLinear,
     PermEquivariantQuadratic,
+    SetNormalization,
     TiedEquivariantDense,
 )
+from setnet.models import build_pointnet
 from setnet.symmetry import colors, symmetric
 
 GIB = 2**30
@@ -250,13 +260,16 @@ def main(argv=None):
     parser.add_argument("--goal-repeats", type=int, default=5,
                         help="rounds of the interleaved goal measurements (after the table)")
     parser.add_argument("--no-goals", action="store_true", help="print the table only")
+    parser.add_argument("--norm-shape", type=int, nargs=3, default=[32, 1024, 1024], metavar=("B", "N", "C"),
+                        help="activation for the SetNormalization / BatchNormalization goal, and batch B of N "
+                             "points for the PointNet one (default 32 1024 1024)")
     args = parser.parse_args(argv)
     # Allocator statistics (peak memory) on CPU exist only for the BFC allocator; it also keeps
     # freed memory pooled, so timings do not include the kernel zeroing fresh pages every step.
     os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-    for name in ("sizes", "channels"):
+    for name in ("sizes", "channels", "norm_shape"):
         if any(v < 1 for v in getattr(args, name)):
-            parser.error(f"--{name} must be positive integers, got {getattr(args, name)}")
+            parser.error(f"--{name.replace('_', '-')} must be positive integers, got {getattr(args, name)}")
     if "dense" not in args.kinds:
         args.kinds = ["dense", *args.kinds]  # every ratio is to the Dense floor of the same run
     tf.get_logger().setLevel("ERROR")  # one tf.function per layer and shape: retracing warnings are expected
@@ -337,6 +350,7 @@ def _goals(results, args):
         else:
             print(f"  C={c:<4} quadratic t(4096) / t(1024): not measured ({q4}, {q1}; see --mem-cap-gib)")
         _tied_goal(results, args, c)
+    _normalization_goals(args)
 
 
 def _tied_goal(results, args, c):
@@ -362,6 +376,75 @@ def _tied_goal(results, args, c):
               f"gradient), above --tied-cap (goal >= 100x or OOM): not measured{largest}")
     else:
         print(f"  C={c:<4} tied linear at N=1024: not measured (add tied-linear and N=1024 to the grid){largest}")
+
+
+NORM_GOAL = 1.1
+
+
+def prepare_norm(kind, shape, masked, xla):
+    """Warmed-up fwd+bwd of one normalisation layer in training mode on a ``(B, N, C)`` activation: the
+    forward pass and the gradients of the input, gamma and beta for a fixed upstream gradient (no loss,
+    whose own passes would dilute the difference). Masked: each set has between N/2 and N real points;
+    BatchNormalization gets the same padded tensor without the mask."""
+    b, n, c = shape
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(1.0, 2.0, shape).astype("float32"))
+    dy = tf.constant(rng.normal(size=shape).astype("float32"))
+    mask = tf.constant(np.arange(n)[None] < rng.integers(n // 2, n + 1, (b, 1))) if masked else None
+    layer = SetNormalization() if kind == "set" else keras.layers.BatchNormalization()
+    layer.build(shape)
+
+    # The mask is an argument, not a captured constant, which XLA would fold at compile time.
+    @tf.function(jit_compile=xla)
+    def step(x, dy, mask):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, mask=mask, training=True) if kind == "set" else layer(x, training=True)
+        return tape.gradient(y, [x, *layer.trainable_weights], output_gradients=dy)
+
+    def run():
+        return step(x, dy, mask)[0].numpy()
+
+    run()
+    return run
+
+
+def prepare_pointnet(normalization, batch, n, xla):
+    """Warmed-up PointNet training step (Adam, 40 classes) on a fixed batch of ``batch`` clouds of ``n`` real
+    points; the model is `build_pointnet` with SetNormalization or BatchNormalization after each shared layer."""
+    rng = np.random.default_rng(0)
+    model = build_pointnet(40, normalization=normalization)
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=xla)
+    inputs = {"points": rng.normal(size=(batch, n, 3)).astype("float32"), "mask": np.ones((batch, n), bool)}
+    labels = rng.integers(0, 40, batch)
+
+    def run():
+        return model.train_on_batch(inputs, labels)
+
+    run()
+    return run
+
+
+def _normalization_goals(args):
+    """Issue 16: SetNormalization within 1.1x of keras BatchNormalization, alone and inside PointNet."""
+    b, n, c = args.norm_shape
+    mode = "XLA" if args.xla else "graph mode"
+    print(f"\nIssue 16 goals ({mode}; each pair re-run in turn, best of {args.goal_repeats} rounds):")
+    for masked in (False, True):
+        best = interleaved({kind: prepare_norm(kind, (b, n, c), masked, args.xla) for kind in ("set", "batch")},
+                           args.goal_repeats)
+        r = best["set"] / best["batch"]
+        what = "masked, BN on the same padded tensor" if masked else "unmasked"
+        print(f"  SetNormalization / BatchNormalization fwd+bwd on ({b}, {n}, {c}), {what:<36} = {r:6.2f}  "
+              f"({best['set'] * 1e3:.0f} / {best['batch'] * 1e3:.0f} ms; goal <= {NORM_GOAL}): "
+              f"{'met' if r <= NORM_GOAL else 'NOT met'}")
+    best = interleaved({kind: prepare_pointnet(kind, b, n, args.xla) for kind in ("set", "batch")},
+                       args.goal_repeats)
+    r = best["set"] / best["batch"]
+    print(f"  PointNet train step, SetNormalization / BatchNormalization, batch {b} of {n} points = {r:6.2f}  "
+          f"({b / best['set']:.1f} / {b / best['batch']:.1f} clouds/s; goal <= {NORM_GOAL}): "
+          f"{'met' if r <= NORM_GOAL else 'NOT met'}")
 
 
 if __name__ == "__main__":

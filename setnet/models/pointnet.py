@@ -23,24 +23,36 @@ SHARED_MLP = (64, 64, 64, 128, 1024)
 HEAD = (512, 256)
 
 
-def build_pointnet(num_classes: int, head_dropout: float = 0.3, name: str = "pointnet") -> keras.Model:
+NORMALIZATIONS = ("set", "batch")
+
+
+def build_pointnet(num_classes: int, head_dropout: float = 0.3, name: str = "pointnet",
+                   normalization: str = "set") -> keras.Model:
     """PointNet classifier with the same inputs and output as `build_classifier`.
 
     Args:
         num_classes: number of classes k.
         head_dropout: dropout rate in the 512-256 head.
         name: model name.
+        normalization: ``"set"`` (`SetNormalization` over the real points) or ``"batch"``
+            (``keras.layers.BatchNormalization``, whose statistics also count padded points; for
+            comparisons on unpadded batches).
 
     Returns:
         Functional Keras model, inputs ``points`` (B, N, 3) and ``mask`` (B, N) bool, output logits (B, k).
     """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     points = keras.Input((None, 3), name="points")
     mask = keras.Input((None,), dtype="bool", name="mask")
     x = keras.ops.where(keras.ops.expand_dims(mask, -1), points, keras.ops.zeros_like(points))
     for i, units in enumerate(SHARED_MLP):
         # A Dense layer on (B, N, C) is the paper's 1x1 convolution: the same MLP on every point.
         x = keras.layers.Dense(units, use_bias=False, name=f"mlp{i}")(x)
-        x = SetNormalization(name=f"mlp{i}_norm")(x, mask=mask)
+        if normalization == "set":
+            x = SetNormalization(name=f"mlp{i}_norm")(x, mask=mask)
+        else:
+            x = keras.layers.BatchNormalization(name=f"mlp{i}_norm")(x)
         x = keras.layers.Activation("relu", name=f"mlp{i}_relu")(x)
     h = MaskedGlobalPooling("max", name="pool")(x, mask=mask)
     for j, units in enumerate(HEAD):
