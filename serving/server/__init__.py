@@ -1,13 +1,14 @@
-"""An embedded server that speaks TensorFlow Serving's REST API, for development and tests.
+"""An embedded server that speaks TensorFlow Serving's REST and gRPC APIs, for development and tests.
 
 Production serving is the `tensorflow/serving` image (see docker-compose.yml); its binary
 cannot be installed where this project is built and tested. This server answers the same
 requests the same way wherever a client could tell: URLs, the row and columnar JSON
 formats, status and metadata documents (rendered from TF Serving's own protos), the error
-JSON with TF Serving's HTTP codes and messages, version policies and labels, and picking
-up new versions from the model base path without a restart.
+JSON with TF Serving's HTTP codes and messages, PredictionService and ModelService over
+gRPC with TF Serving's status codes, version policies and labels, and picking up new
+versions from the model base path without a restart.
 
-    python -m serving.server --model-name setnet --model-base-path exports/setnet --port 8501
+    python -m serving.server --model-name setnet --model-base-path exports/setnet --rest_api_port 8501 --port 8500
 
 On top of TF Serving it checks point clouds before they reach the model (rank, 3
 coordinates per point, finite values, no empty sets, configured maxima for points per
@@ -22,11 +23,13 @@ Where things live, in the order a request meets them:
   loading and unloading, hot reload of base paths and of the config file.
 - `servable`: `LoadedVersion`, one loaded SavedModel (signatures, warm-up, metadata).
 - `app`: the Starlette app: URL routing, body limit, in-flight limit, error JSON.
+- `grpc_service`: PredictionService and ModelService on the same registry and handlers.
 - `handlers`: predict, status and metadata for one call, whatever the transport.
 - `codec`: JSON -> tensors and tensors -> JSON with TF Serving's rules and messages.
 - `validation`: point-cloud checks answered with what to send instead.
 - `errors`: `ServingError` (TF Serving's codes and HTTP statuses), `ConfigError`.
-- `process`: `ServerProcess`, the server in a child process for tests and benchmarks.
+- `process`: `ServerProcess`, the server in a child process (free ports) for tests and
+  benchmarks.
 
 The names below are the public surface; everything else is imported from its module.
 
