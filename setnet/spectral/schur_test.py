@@ -92,10 +92,14 @@ def jacobian_at(layer, x0):
     import tensorflow as tf
 
     x = tf.constant(x0[None], tf.float32)
-    with tf.GradientTape() as tape:
+    with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
         y = layer(x)
-    jac = tape.jacobian(y, x)  # (1, n_out, c_out, 1, n_in, c_in)
+    # One gradient per output row, not pfor's vectorised Jacobian: with oneDNN on (TensorFlow's
+    # default on x86) pfor returns wrong entries for the quadratic layers on CPUs with AMX (off by
+    # ~2 against central differences, or a crash), while the row-by-row loop agrees with central
+    # differences to 2e-5 with or without oneDNN.
+    jac = tape.jacobian(y, x, experimental_use_pfor=False)  # (1, n_out, c_out, 1, n_in, c_in)
     n_out, c_out, n_in, c_in = jac.shape[1], jac.shape[2], jac.shape[4], jac.shape[5]
     return np.asarray(jac, np.float64).reshape(n_out * c_out, n_in * c_in)
 
