@@ -140,13 +140,15 @@ def _answers(method):
         try:
             return method(self, request)
         except ServingError as err:
-            message = err.message
-            if len(message) > MESSAGE_LIMIT:
-                message = message[:MESSAGE_LIMIT] + "...TRUNCATED"
-            context.abort(grpc_code(err.code), message)
+            code, message = grpc_code(err.code), err.message
         except Exception as err:  # never let one request take the server down
             log.exception("unexpected error in %s", method.__name__)
-            context.abort(grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}")
+            code, message = grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}"
+        if len(message) > MESSAGE_LIMIT:
+            message = message[:MESSAGE_LIMIT] + "...TRUNCATED"
+        # Aborting here, after the except clause, keeps the error (and through its frames
+        # the request's arrays) out of the abort's exception chain.
+        context.abort(code, message)
 
     return rpc
 
