@@ -186,7 +186,7 @@ def test_run_logs_config_commit_dataset_metrics_plots_export(tracked, tmp_path):
     assert run.info.run_name == "run-a" and len(_histories(client, run.info.run_id)["loss"]) == 2
 
     params = run.data.params
-    flat = flatten({k: v for k, v in a["cfg"].items() if k != "extends"})
+    flat = flatten(a["cfg"])
     assert {k: params[k] for k in flat} == {k: str(v) for k, v in flat.items()}
     assert int(params["model.parameters"]) > 0
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["data"]["num_points"] == 32
