@@ -1,4 +1,5 @@
-"""TFDS point-cloud datasets: `modelnet40`/`modelnet10`, `synthetic_shapes` and `digits`.
+"""TFDS point-cloud datasets: `modelnet40`/`modelnet10`, `synthetic_shapes`, `digits`, and the user's
+own sets: `set_folder` (one file per set) and `set_table` (a long table of points), docs/own-data.md.
 
 Each dataset lives in its own TFDS folder (builder, `checksums.tsv`, README, test). This module holds
 what they share: the error types, the default directories and `prepare`, which turns a dataset name
@@ -18,7 +19,9 @@ from __future__ import annotations
 import os
 import pathlib
 
-DATASETS = ("synthetic_shapes", "digits", "modelnet40", "modelnet10")
+DATASETS = ("synthetic_shapes", "digits", "modelnet40", "modelnet10", "set_folder", "set_table")
+# Builders of the user's own data: their parameters (path, columns, ...) replace a config name.
+USER_DATASETS = ("set_folder", "set_table")
 
 # Not a TFDS dataset name: where a Builder finds what it needs without the network.
 _PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -68,7 +71,8 @@ def _split_name(name: str) -> tuple[str, str | None]:
     return base, config or None
 
 
-def get_builder(name: str, *, data_dir=None, allow_partial: bool = False, source: str = "auto"):
+def get_builder(name: str, *, data_dir=None, allow_partial: bool = False, source: str = "auto",
+                params: dict | None = None):
     """Returns the TFDS builder for `name` without preparing it (the manual dir is given to `prepare`).
 
     Args:
@@ -76,9 +80,24 @@ def get_builder(name: str, *, data_dir=None, allow_partial: bool = False, source
       data_dir: TFDS data dir; default `default_data_dir()`.
       allow_partial: ModelNet only: use the `<name>_partial` config, which accepts an incomplete copy.
       source: ModelNet only: "auto", "text", "hdf5" or "off" (which published form to read).
+      params: `set_folder` / `set_table` only: the builder's parameters (`path`, `set_column`,
+        `target_column`, ...; see their `make_config`), e.g. {"path": "data/my_sets"}.
     """
     base, config = _split_name(name)
     data_dir = str(pathlib.Path(data_dir).expanduser() if data_dir else default_data_dir())
+    if base in USER_DATASETS:
+        if config:
+            raise ValueError(f"{base} takes no config name ({name!r}); pass its parameters (path, ...)")
+        if not (params or {}).get("path"):
+            raise ValueError(f"{base} needs the data's location: pass path (python -m pipelines.prepare "
+                             f"{base} --path ...)")
+        if base == "set_folder":
+            from pipelines.datasets.set_folder import set_folder_dataset_builder as mod
+        else:
+            from pipelines.datasets.set_table import set_table_dataset_builder as mod
+        return mod.Builder(data_dir=data_dir, **params)
+    if params:
+        raise ValueError(f"{base} takes no parameters {sorted(params)}; they are for {' and '.join(USER_DATASETS)}")
     if base == "synthetic_shapes":
         from pipelines.datasets.synthetic_shapes import synthetic_shapes_dataset_builder as mod
         return mod.Builder(data_dir=data_dir, config=config or "default")
@@ -94,14 +113,17 @@ def get_builder(name: str, *, data_dir=None, allow_partial: bool = False, source
 
 
 def prepare(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False,
-            force: bool = False, source: str = "auto"):
+            force: bool = False, source: str = "auto", params: dict | None = None, beam_options=None):
     """Prepares `name` unless it is prepared already, and returns its builder.
 
     With `allow_partial`, a complete copy is still preferred: a prepared full config is reused, then a
     prepared partial one; otherwise the full config is tried and only an incomplete copy goes to the
     `<name>_partial` config. `force` regenerates (e.g. after more ModelNet files were added).
     `manual_dir` (default `default_manual_dir()`) becomes TFDS's `DownloadConfig.manual_dir`. A
-    failed attempt removes what it created in `data_dir` (completed downloads stay).
+    failed attempt removes what it created in `data_dir` (completed downloads stay). `params` are
+    `set_folder` / `set_table`'s parameters (see `get_builder`). `beam_options` (a list of Beam
+    pipeline flags such as ["--runner=DirectRunner", "--direct_num_workers=2"]) prepares with Apache
+    Beam through TFDS's `DownloadConfig(beam_options=...)`.
 
     Raises:
       DataNotFoundError: the data is not on this machine and cannot be downloaded (message says how).
@@ -116,8 +138,13 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = 
     mode = (tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS if force
             else tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS)
     manual_dir = pathlib.Path(manual_dir).expanduser() if manual_dir else default_manual_dir()
-    download_config = tfds.download.DownloadConfig(download_mode=mode, manual_dir=manual_dir)
-    kwargs = dict(data_dir=data_dir, source=source)
+    beam = None
+    if beam_options:
+        from apache_beam.options.pipeline_options import PipelineOptions
+
+        beam = PipelineOptions(list(beam_options))
+    download_config = tfds.download.DownloadConfig(download_mode=mode, manual_dir=manual_dir, beam_options=beam)
+    kwargs = dict(data_dir=data_dir, source=source, params=params)
     builder = get_builder(name, allow_partial=False, **kwargs)
 
     def build(b):
@@ -145,7 +172,8 @@ def prepare(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = 
     return builder
 
 
-def load_prepared(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False):
+def load_prepared(name: str, *, data_dir=None, manual_dir=None, allow_partial: bool = False,
+                  params: dict | None = None):
     """The builder of a prepared copy of `name` (a full one before a partial one), preparing it if
     there is none yet; never regenerates. Same errors as `prepare`."""
-    return prepare(name, data_dir=data_dir, manual_dir=manual_dir, allow_partial=allow_partial)
+    return prepare(name, data_dir=data_dir, manual_dir=manual_dir, allow_partial=allow_partial, params=params)

@@ -130,7 +130,7 @@ def check_points(points: np.ndarray, where: str) -> np.ndarray:
     bad = ~np.isfinite(out)
     if bad.any():
         row, col = (int(i) for i in np.argwhere(bad)[0])
-        raise DataFormatError(f"{where}: row {row + 1} feature {col + 1} is {points[row, col]!r} "
+        raise DataFormatError(f"{where}: row {row + 1} feature {col + 1} is {float(points[row, col])} "
                               "(NaN, Inf or beyond float32's range); fix or drop that point")
     return out
 

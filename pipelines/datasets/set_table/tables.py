@@ -298,7 +298,7 @@ def _target_array(spec, index, row0, batch) -> np.ndarray:
     if bad.any():
         r, c = (int(i) for i in np.argwhere(bad)[0])
         raise DataFormatError(f"{_where(spec, index, row0 + r)}: target {spec.target_columns[c]!r} is "
-                              f"{values[r, c]!r}; a regression target must be a finite number")
+                              f"{float(values[r, c])}; a regression target must be a finite number")
     return values
 
 
@@ -376,7 +376,7 @@ def feature_matrix(spec, index, row0, batch) -> np.ndarray:
         r, c = (int(i) for i in np.argwhere(bad)[0])
         sid = _as_text(batch.column(spec.set_column))[r].as_py()
         raise DataFormatError(f"{_where(spec, index, row0 + r)} (set {sid!r}): feature "
-                              f"{spec.feature_columns[c]!r} is {values[r, c]!r} (NaN, Inf or beyond "
+                              f"{spec.feature_columns[c]!r} is {float(values[r, c])} (NaN, Inf or beyond "
                               "float32's range); fix or drop that point")
     return out
 
