@@ -6,8 +6,11 @@ random order), augmented when training, and padded with zeros up to `num_points`
 real points. Sets smaller than `num_points` (digits) and dropped points (point dropout) are padding.
 
 Randomness is seeded and stateless per example: the same `seed` gives the same batches in the same
-order (test: input_test.py). Training draws a fresh subsample, order and augmentation every epoch;
-evaluation (`training=False`) uses one fixed subsample per example, the same every epoch.
+order (test: input_test.py). Training draws a fresh subsample, order and augmentation every epoch,
+keyed by `(seed, epoch)` alone: epoch 7 of a run resumed after a crash is batch for batch epoch 7
+of an uninterrupted run, and a resume in the middle of an epoch skips the batches already trained
+(`make_epochs` shares one decoded copy of the split between the epochs). Evaluation
+(`training=False`) uses one fixed subsample per example, the same every epoch.
 
 Example:
 
@@ -125,34 +128,29 @@ def _make_example_fn(num_points: int, training: bool, augment: dict, up_axis: in
     return fn
 
 
-def make_dataset(name: str, split: str, *, num_points: int = 1024, batch_size: int = 32,
-                 training: bool = False, augment: dict | None = None, seed: int = 0, data_dir=None,
-                 manual_dir=None, allow_partial: bool = False, strategy=None,
-                 cache: bool = True) -> tf.data.Dataset:
-    """Batched, padded, masked tf.data pipeline over split `split` of dataset `name`.
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one training epoch: a function of ``(seed, epoch)`` only, so that any epoch can
+    be rebuilt on its own (a resumed run) and neighbouring epochs draw unrelated streams."""
+    import numpy as np
 
-    Args:
-      name: "synthetic_shapes", "digits", "modelnet40" or "modelnet10" (optionally "name/config").
-        Prepared on first use; ModelNet raises `pipelines.datasets.DataNotFoundError` when its files
-        are not on this machine.
-      split: a TFDS split ("train", "test", "train[:90%]", ...).
-      num_points: points per set after subsampling; smaller sets are padded (mask False).
-      batch_size: the GLOBAL batch size; with a `strategy` each replica gets
-        batch_size / strategy.num_replicas_in_sync (must divide evenly).
-      training: shuffle, resample points and augment every epoch, and drop the last partial batch.
-      augment: dict of augmentations, applied only when `training` (see `AUGMENT_DEFAULTS`);
-        `True` for a key means its default, e.g. {"rotate": True, "scale": [0.9, 1.1], "jitter": 0.01,
-        "jitter_clip": 0.05, "dropout": 0.5}.
-      seed: seeds file order, shuffling, subsampling and augmentation.
-      data_dir, manual_dir, allow_partial: see `pipelines.datasets.prepare`.
-      strategy: a `tf.distribute.Strategy`, or None. The result can be passed to
-        `strategy.experimental_distribute_dataset` (or to `model.fit` in the strategy's scope); its
-        auto-shard policy is DATA so that every worker reads the TFDS files and keeps its share.
-      cache: keep the decoded split in memory after the first epoch.
+    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, np.uint32)[0])
 
-    Returns:
-      A `tf.data.Dataset` of `({"points": float32 (B, num_points, C), "mask": bool (B, num_points)},
-      label int64 (B,))`.
+
+def make_epochs(name: str, split: str, *, num_points: int = 1024, batch_size: int = 32,
+                training: bool = False, augment: dict | None = None, seed: int = 0, data_dir=None,
+                manual_dir=None, allow_partial: bool = False, strategy=None, cache: bool = True):
+    """``epoch -> tf.data.Dataset``: the batches of one epoch of split `split` of dataset `name`.
+
+    The split is read (and, with `cache`, decoded into memory) once, shared by every epoch built
+    from the returned function. Training batches depend on ``(seed, epoch)`` only: the shuffle
+    order, the subsample of each set and its augmentation (`epoch_seed`); a dataset iterated twice
+    repeats its epoch. Arguments as in `make_dataset`.
+
+    Example:
+
+    >>> epochs = make_epochs("digits", "train", num_points=32, batch_size=8, training=True)
+    >>> third = epochs(2)                      # epoch 3 without running epochs 1 and 2
+    >>> resumed = epochs(2).skip(5)            # ... from its sixth batch on
     """
     if num_points < 1 or batch_size < 1:
         raise ValueError(f"num_points and batch_size must be >= 1, got {num_points} and {batch_size}")
@@ -171,26 +169,72 @@ def make_dataset(name: str, split: str, *, num_points: int = 1024, batch_size: i
     if num_examples == 0:
         raise ValueError(f"split {split!r} of {name} has no examples")
 
-    read_config = tfds.ReadConfig(shuffle_seed=seed, try_autocache=False)
-    ds = builder.as_dataset(split=split, shuffle_files=training, read_config=read_config)
-    ds = ds.map(lambda ex: (ex["points"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
+    # The files come in one fixed (seeded) order every time; the per-epoch shuffle below does the
+    # rest. Re-shuffling files per iteration would tie an epoch's order to how many times this
+    # process has read the split, which a resumed process does not share.
+    read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False,
+                                  try_autocache=False)
+    source = builder.as_dataset(split=split, shuffle_files=training, read_config=read_config)
+    source = source.map(lambda ex: (ex["points"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
-        ds = ds.cache()
-    if training:
-        ds = ds.shuffle(min(num_examples, 10_000), seed=seed, reshuffle_each_iteration=True)
-    # Pairs of int64 per example as stateless seeds; new pairs each epoch only when training.
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=training).batch(2)
+        source = source.cache()
     example_fn = _make_example_fn(num_points, training, aug, up_axis, spatial_axes)
-    ds = tf.data.Dataset.zip(ds, seeds).map(lambda example, s: example_fn(*example, s),
-                                            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     channels = 3
-    ds = ds.padded_batch(
-        batch_size,
-        padded_shapes=({"points": [num_points, channels], "mask": [num_points]}, []),
-        padding_values=({"points": 0.0, "mask": False}, tf.constant(0, tf.int64)),
-        drop_remainder=training and num_examples >= batch_size)
-    ds = ds.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.deterministic = True
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options)
+
+    def epoch_dataset(epoch: int = 0) -> tf.data.Dataset:
+        ds = source
+        stream = epoch_seed(seed, epoch) if training else seed
+        if training:
+            ds = ds.shuffle(min(num_examples, 10_000), seed=stream, reshuffle_each_iteration=False)
+        # Pairs of int64 per example as stateless seeds.
+        seeds = tf.data.Dataset.random(seed=stream, rerandomize_each_iteration=False).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(lambda example, s: example_fn(*example, s),
+                                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.padded_batch(
+            batch_size,
+            padded_shapes=({"points": [num_points, channels], "mask": [num_points]}, []),
+            padding_values=({"points": 0.0, "mask": False}, tf.constant(0, tf.int64)),
+            drop_remainder=training and num_examples >= batch_size)
+        ds = ds.prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = True
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return ds.with_options(options)
+
+    return epoch_dataset
+
+
+def make_dataset(name: str, split: str, *, num_points: int = 1024, batch_size: int = 32,
+                 training: bool = False, augment: dict | None = None, seed: int = 0, epoch: int = 0,
+                 data_dir=None, manual_dir=None, allow_partial: bool = False, strategy=None,
+                 cache: bool = True) -> tf.data.Dataset:
+    """Batched, padded, masked tf.data pipeline over split `split` of dataset `name`.
+
+    Args:
+      name: "synthetic_shapes", "digits", "modelnet40" or "modelnet10" (optionally "name/config").
+        Prepared on first use; ModelNet raises `pipelines.datasets.DataNotFoundError` when its files
+        are not on this machine.
+      split: a TFDS split ("train", "test", "train[:90%]", ...).
+      num_points: points per set after subsampling; smaller sets are padded (mask False).
+      batch_size: the GLOBAL batch size; with a `strategy` each replica gets
+        batch_size / strategy.num_replicas_in_sync (must divide evenly).
+      training: shuffle, resample points and augment per epoch, and drop the last partial batch.
+      augment: dict of augmentations, applied only when `training` (see `AUGMENT_DEFAULTS`);
+        `True` for a key means its default, e.g. {"rotate": True, "scale": [0.9, 1.1], "jitter": 0.01,
+        "jitter_clip": 0.05, "dropout": 0.5}.
+      seed: seeds file order, shuffling, subsampling and augmentation.
+      epoch: which training epoch's draws (0-based; `epoch_seed`). Iterating the dataset again
+        repeats them: build one dataset per epoch (`make_epochs` shares the decoded split).
+      data_dir, manual_dir, allow_partial: see `pipelines.datasets.prepare`.
+      strategy: a `tf.distribute.Strategy`, or None. The result can be passed to
+        `strategy.experimental_distribute_dataset` (or to `model.fit` in the strategy's scope); its
+        auto-shard policy is DATA so that every worker reads the TFDS files and keeps its share.
+      cache: keep the decoded split in memory after the first epoch.
+
+    Returns:
+      A `tf.data.Dataset` of `({"points": float32 (B, num_points, C), "mask": bool (B, num_points)},
+      label int64 (B,))`.
+    """
+    return make_epochs(name, split, num_points=num_points, batch_size=batch_size, training=training,
+                       augment=augment, seed=seed, data_dir=data_dir, manual_dir=manual_dir,
+                       allow_partial=allow_partial, strategy=strategy, cache=cache)(epoch)

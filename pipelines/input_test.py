@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 from pipelines import datasets
-from pipelines.input import AUGMENT_DEFAULTS, dataset_info, make_dataset
+from pipelines.input import AUGMENT_DEFAULTS, dataset_info, epoch_seed, make_dataset, make_epochs
 
 
 @pytest.fixture(scope="module")
@@ -77,10 +77,24 @@ def test_same_seed_same_batches_and_new_draws_each_training_epoch(data_dir):
     ds_a, ds_b = make_dataset("digits", "train", seed=5, **kw), make_dataset("digits", "train", seed=5, **kw)
     first_a, first_b = _batches(ds_a, 4), _batches(ds_b, 4)
     _assert_same(first_a, first_b)
-    second_a, second_b = _batches(ds_a, 4), _batches(ds_b, 4)
-    _assert_same(second_a, second_b)
-    assert _differs(first_a, second_a)  # epoch 2 resamples, reshuffles and re-augments
+    _assert_same(first_a, _batches(ds_a, 4))  # a dataset iterated again repeats its epoch
+    second = _batches(make_dataset("digits", "train", seed=5, epoch=1, **kw), 4)
+    assert _differs(first_a, second)  # epoch 2 resamples, reshuffles and re-augments
     assert _differs(first_a, _batches(make_dataset("digits", "train", seed=6, **kw), 4))
+
+
+def test_an_epoch_depends_on_seed_and_epoch_only(data_dir):
+    """A resumed run rebuilds epoch k alone and skips the batches already trained: it must get
+    exactly the batches that a run going through epochs 0..k-1 in the same process gets."""
+    kw = dict(num_points=32, batch_size=8, training=True, seed=3, data_dir=data_dir,
+              augment={"rotate": True, "jitter": True, "dropout": True})
+    epochs = make_epochs("digits", "train", **kw)
+    through = [_batches(epochs(e), 6) for e in range(3)]
+    alone = make_epochs("digits", "train", **kw)(2)
+    _assert_same(through[2], _batches(alone, 6))
+    _assert_same(through[2][4:], _batches(alone.skip(4), 2))
+    assert _differs(through[1], through[2])
+    assert epoch_seed(3, 2) == epoch_seed(3, 2) != epoch_seed(3, 1)
 
 
 def test_eval_subset_is_fixed_across_epochs(data_dir):
