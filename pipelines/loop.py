@@ -238,14 +238,23 @@ class Trainer:
     def distribute(self, ds: tf.data.Dataset):
         return self.strategy.experimental_distribute_dataset(ds)
 
-    def train_epoch(self, dist_ds, steps: int | None, callbacks=None, log_every: int = 1) -> dict:
-        """One pass over ``dist_ds``; returns loss, accuracy, epoch_seconds, examples_per_second."""
+    def train_epoch(self, dist_ds, steps: int | None, callbacks=None, log_every: int = 1, *,
+                    start_step: int = 0, totals=None) -> dict:
+        """One pass over ``dist_ds``; returns loss, accuracy, epoch_seconds, examples_per_second.
+
+        A resumed epoch passes the steps already done (``start_step``; ``dist_ds`` starts after
+        them) and their sums (``totals``: loss sum, correct, examples), so that its figures are
+        those of the whole epoch. ``self.epoch_totals`` holds the running sums (float64), which a
+        checkpoint taken between steps saves.
+        """
         bar = keras.utils.Progbar(steps, verbose=self.verbose, stateful_metrics=["loss", "accuracy"]) \
             if self.verbose else None
-        totals = np.zeros(3)
+        totals = np.zeros(3) if totals is None else np.array(totals, dtype=np.float64)
+        self.epoch_totals = totals
+        examples_before = totals[2]
         start = time.perf_counter()
-        step = 0
-        for step, (features, labels, weights) in enumerate(dist_ds, start=1):
+        step = start_step
+        for step, (features, labels, weights) in enumerate(dist_ds, start=start_step + 1):
             if callbacks is not None:
                 callbacks.on_train_batch_begin(step - 1)
             values = self.train_step(features, labels, weights)
@@ -261,7 +270,7 @@ class Trainer:
         self._bar = bar
         self._bar_step = step
         return {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2]),
-                "epoch_seconds": seconds, "examples_per_second": float(totals[2] / seconds)}
+                "epoch_seconds": seconds, "examples_per_second": float((totals[2] - examples_before) / seconds)}
 
     def evaluate(self, dist_ds, collect: bool = False) -> dict:
         """Mean loss and accuracy over ``dist_ds`` (padding excluded); with ``collect``, also the
@@ -283,17 +292,22 @@ class Trainer:
             out["labels"] = np.concatenate(labels_out)
         return out
 
-    def fit(self, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset | None, *, epochs: int,
+    def fit(self, train_ds, val_ds: tf.data.Dataset | None, *, epochs: int,
             initial_epoch: int = 0, train_steps: int | None = None, callbacks=(), log_every: int = 1,
-            learning_rate_fn=None) -> list[dict]:
+            learning_rate_fn=None, initial_step: int = 0, initial_totals=None) -> list[dict]:
         """Train from ``initial_epoch`` to ``epochs``; returns the logs of the epochs run here.
 
-        ``train_ds`` and ``val_ds`` come from `prepare`. Callbacks are Keras callbacks; a callback
-        that sets ``model.stop_training`` (e.g. EarlyStopping) ends training after that epoch.
+        ``train_ds`` and ``val_ds`` come from `prepare`; ``train_ds`` may also be a function
+        ``epoch -> dataset`` (each epoch its own batches, `pipelines.input.make_epochs`), which a
+        run resumed mid-epoch needs: ``initial_step`` steps of ``initial_epoch`` are done (its
+        dataset must start after them) with sums ``initial_totals`` (see `train_epoch`).
+        Callbacks are Keras callbacks; a callback that sets ``model.stop_training`` (e.g.
+        EarlyStopping) ends training after that epoch.
         """
         cbs = keras.callbacks.CallbackList(list(callbacks), model=self.model, add_history=False,
                                            add_progbar=False, epochs=epochs, steps=train_steps)
-        dist_train = self.distribute(train_ds)
+        per_epoch = callable(train_ds)
+        dist_train = None if per_epoch else self.distribute(train_ds)
         dist_val = self.distribute(val_ds) if val_ds is not None else None
         self.model.stop_training = False
         cbs.on_train_begin()
@@ -304,7 +318,10 @@ class Trainer:
             cbs.on_epoch_begin(epoch)
             lr = float(learning_rate_fn()) if learning_rate_fn else float(
                 keras.ops.convert_to_numpy(self.optimizer.learning_rate))
-            logs = self.train_epoch(dist_train, train_steps, cbs, log_every)
+            resumed = epoch == initial_epoch and initial_step
+            logs = self.train_epoch(self.distribute(train_ds(epoch)) if per_epoch else dist_train, train_steps,
+                                    cbs, log_every, start_step=initial_step if resumed else 0,
+                                    totals=initial_totals if resumed else None)
             logs["lr"] = lr
             if dist_val is not None:
                 val = self.evaluate(dist_val)
