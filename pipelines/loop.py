@@ -140,6 +140,16 @@ class Trainer:
         strategy: the default strategy, MirroredStrategy or MultiWorkerMirroredStrategy.
         xla: compile with XLA (the whole step on one device, the replica's compute under mirroring).
         label_smoothing: label smoothing of the training loss.
+        steps_per_execution: training steps per call of the compiled function (one
+            ``tf.while_loop`` over the input iterator, as Keras' ``steps_per_execution``): fewer
+            Python round trips per step; callbacks' batch hooks then run once per call.
+        input_device: device to prefetch training and evaluation batches to on one device
+            ("auto": the first GPU if there is one, else none; None: none). Distributed strategies
+            fetch to their replicas' devices themselves.
+
+    The step never waits for the device: the loss, accuracy and example sums accumulate in a
+    device variable (``running``) that the host reads every ``log_every`` steps and at the end of
+    the epoch.
 
     Example (one device, a tiny model)::
 
@@ -149,13 +159,20 @@ class Trainer:
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                  strategy: tf.distribute.Strategy, *, xla: bool = True, label_smoothing: float = 0.0,
-                 verbose: int | str = "auto"):
+                 verbose: int | str = "auto", steps_per_execution: int = 1, input_device: str | None = "auto"):
+        if steps_per_execution < 1:
+            raise ValueError(f"steps_per_execution must be >= 1, got {steps_per_execution}")
         self.model = model
         self.optimizer = optimizer
         self.strategy = strategy
         self.xla = xla
         self.label_smoothing = label_smoothing
+        self.steps_per_execution = steps_per_execution
         self.distributed = is_distributed(strategy)
+        if input_device == "auto":
+            gpus = tf.config.list_logical_devices("GPU")
+            input_device = gpus[0].name if gpus and not self.distributed else None
+        self.input_device = None if self.distributed else input_device
         self.task = task(strategy)
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
@@ -169,11 +186,18 @@ class Trainer:
         self.replica_logits = tf.function(self._replica_logits, jit_compile=inner_jit) if self.distributed \
             else self._replica_logits
         self.train_step = tf.function(self._train_step, jit_compile=outer_jit)
+        # The loop over the iterator stays outside XLA (an iterator cannot be compiled); each step
+        # inside it is the compiled train_step.
+        self.train_steps = tf.function(self._train_steps)
         self.eval_step = tf.function(self._eval_step, jit_compile=outer_jit)
+        # Loss sum, correct, examples, steps of the epoch so far (float64, as the host sums were),
+        # updated in cross-replica context after the reductions, so every replica's copy agrees.
+        with tf.init_scope():
+            self.running = tf.Variable(tf.zeros([4], tf.float64), trainable=False, name="running_sums")
 
     # ---- the XLA-compiled units (pure functions of the variable values)
 
-    def _replica_grads(self, trainable, non_trainable, features, labels, weights, global_n):
+    def _replica_grads(self, trainable, non_trainable, features, labels, weights, global_n, loss_scale):
         self.compilations["train"] += 1
         with tf.GradientTape() as tape:
             tape.watch(trainable)
@@ -185,7 +209,8 @@ class Trainer:
             if losses:
                 # Regularisation is added once per replica, and the optimizer sums over replicas.
                 loss += tf.add_n([tf.cast(x, tf.float32) for x in losses]) / self.strategy.num_replicas_in_sync
-        grads = tape.gradient(loss, trainable)
+            scaled = loss * loss_scale
+        grads = tape.gradient(scaled, trainable)
         correct = tf.reduce_sum(weights * tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
         return grads, new_non_trainable, loss_sum, correct
 
@@ -205,8 +230,11 @@ class Trainer:
         n = tf.reduce_sum(weights)
         global_n = ctx.all_reduce(SUM, n)
         trainable, non_trainable = self._values()
+        # 1 unless the optimizer is a keras.optimizers.LossScaleOptimizer (mixed_float16), which
+        # unscales the gradients in apply_gradients and skips steps with non-finite ones.
+        loss_scale = tf.cast(self.optimizer.scale_loss(tf.constant(1.0)), tf.float32)
         grads, new_values, loss_sum, correct = self.replica_grads(
-            trainable, non_trainable, features, labels, weights, global_n)
+            trainable, non_trainable, features, labels, weights, global_n, loss_scale)
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
         for var, value in zip(self.model.non_trainable_variables, new_values):
             if self.distributed and "float" in str(var.dtype):
@@ -218,7 +246,23 @@ class Trainer:
 
     def _train_step(self, features, labels, weights):
         out = self.strategy.run(self._train_replica, args=(features, labels, weights))
-        return [self.strategy.reduce(SUM, t, axis=None) for t in out]
+        sums = [self.strategy.reduce(SUM, t, axis=None) for t in out]
+        self.running.assign_add(tf.cast(tf.stack(sums + [tf.ones_like(sums[0])]), tf.float64))
+        return sums
+
+    def _train_steps(self, iterator, n):
+        """Up to ``n`` steps on batches from ``iterator``; returns how many ran (fewer at its end)."""
+        def more(i, batch):
+            return tf.logical_and(i < n, batch.has_value())
+
+        def step(i, batch):
+            self.train_step(*batch.get_value())
+            # No batch is pulled that this call will not use: the next call starts with it.
+            following = tf.cond(i + 1 < n, iterator.get_next_as_optional, lambda: batch)
+            return i + 1, following
+
+        done, _ = tf.while_loop(more, step, (tf.constant(0), iterator.get_next_as_optional()))
+        return done
 
     def _eval_replica(self, features, labels, weights):
         trainable, non_trainable = self._values()
@@ -236,7 +280,21 @@ class Trainer:
     # ---- epochs
 
     def distribute(self, ds: tf.data.Dataset):
+        """``ds`` ready for this trainer's steps: split across replicas (tf.distribute fetches each
+        replica's slice to its device), or on one device prefetched to ``input_device``."""
+        if self.input_device is not None:
+            # The copy of batch k+1 overlaps step k; it must be the pipeline's last transformation.
+            return ds.apply(tf.data.experimental.prefetch_to_device(self.input_device, buffer_size=2))
         return self.strategy.experimental_distribute_dataset(ds)
+
+    @property
+    def epoch_totals(self) -> np.ndarray:
+        """Loss sum, correct and examples of the epoch so far (float64; reads the device)."""
+        return self.running.numpy()[:3]
+
+    def _read_logs(self) -> dict:
+        loss_sum, correct, n, _ = self.running.numpy()
+        return {"loss": float(loss_sum / max(n, 1)), "accuracy": float(correct / max(n, 1))}
 
     def train_epoch(self, dist_ds, steps: int | None, callbacks=None, log_every: int = 1, *,
                     start_step: int = 0, totals=None) -> dict:
@@ -249,41 +307,72 @@ class Trainer:
         """
         bar = keras.utils.Progbar(steps, verbose=self.verbose, stateful_metrics=["loss", "accuracy"]) \
             if self.verbose else None
-        totals = np.zeros(3) if totals is None else np.array(totals, dtype=np.float64)
-        self.epoch_totals = totals
-        examples_before = totals[2]
+        initial = np.zeros(4)
+        if totals is not None:
+            initial[:3] = totals
+        self.running.assign(initial)
+        per_call = self.steps_per_execution
+        logs: dict = {}
         start = time.perf_counter()
         step = start_step
-        for step, (features, labels, weights) in enumerate(dist_ds, start=start_step + 1):
+        iterator = iter(dist_ds)
+        while steps is None or step < steps:
+            want = per_call if steps is None else min(per_call, steps - step)
             if callbacks is not None:
-                callbacks.on_train_batch_begin(step - 1)
-            values = self.train_step(features, labels, weights)
-            totals += [float(v) for v in values]
-            logs = {"loss": totals[0] / max(totals[2], 1), "accuracy": totals[1] / max(totals[2], 1)}
-            if bar is not None and (step % log_every == 0 or step == steps):
-                bar.update(step, list(logs.items()), finalize=False)
+                callbacks.on_train_batch_begin(step)
+            if per_call == 1:
+                batch = next(iterator, None)
+                if batch is None:
+                    break
+                self.train_step(*batch)
+                done = 1
+            else:
+                done = self.train_steps(iterator, tf.constant(want))
+                # With a known step count the call's count is not read (that would wait for the
+                # device); the epoch's true count is read from `running` at its end.
+                done = int(done) if steps is None else want
+                if done == 0:
+                    break
+            step += done
+            if step // log_every > (step - done) // log_every or step == steps:
+                logs = self._read_logs()
+                if bar is not None:
+                    bar.update(step, list(logs.items()), finalize=False)
+            elif bar is not None:
+                bar.update(step, finalize=False)
             if callbacks is not None:
-                callbacks.on_train_batch_end(step - 1, logs)
+                # As Keras does with steps_per_execution: one begin/end pair per call, the end
+                # numbered by the call's last step; logs are the figures last read (no wait).
+                callbacks.on_train_batch_end(step - 1, dict(logs))
+            if done < want:
+                break
+        loss_sum, correct, examples, ran = self.running.numpy()  # waits for the device
         seconds = time.perf_counter() - start
-        if totals[2] == 0:
+        if examples == 0:
             raise RuntimeError("the training split gave no full batch; lower data.batch_size or check the split")
         self._bar = bar
-        self._bar_step = step
-        return {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2]),
-                "epoch_seconds": seconds, "examples_per_second": float((totals[2] - examples_before) / seconds)}
+        self._bar_step = start_step + int(ran)
+        return {"loss": float(loss_sum / examples), "accuracy": float(correct / examples),
+                "epoch_seconds": seconds, "examples_per_second": float((examples - initial[2]) / seconds)}
 
     def evaluate(self, dist_ds, collect: bool = False) -> dict:
         """Mean loss and accuracy over ``dist_ds`` (padding excluded); with ``collect``, also the
         predictions and labels of every example, in order (``predictions``, ``labels`` arrays)."""
-        totals = np.zeros(3)
-        preds, labels_out = [], []
+        running = None
+        gathered = []
         for features, labels, weights in dist_ds:
-            sums, (pred, y, w) = self.eval_step(features, labels, weights)
-            totals += [float(v) for v in sums]
+            sums, out = self.eval_step(features, labels, weights)
+            # Summed as device tensors: nothing waits for the device until the end.
+            sums = tf.cast(tf.stack(sums), tf.float64)
+            running = sums if running is None else running + sums
             if collect:
-                keep = np.asarray(w) > 0
-                preds.append(np.asarray(pred)[keep])
-                labels_out.append(np.asarray(y)[keep])
+                gathered.append(out)
+        totals = np.zeros(3) if running is None else running.numpy()
+        preds, labels_out = [], []
+        for pred, y, w in gathered:
+            keep = np.asarray(w) > 0
+            preds.append(np.asarray(pred)[keep])
+            labels_out.append(np.asarray(y)[keep])
         if totals[2] == 0:
             raise RuntimeError("the evaluation split is empty")
         out = {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2]), "examples": int(totals[2])}
