@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+from keras import ops
 
 from setnet.layers import set_ops
 
@@ -48,7 +49,7 @@ class MaskedGlobalPooling(keras.layers.Layer):
         set_ops.input_channels(self, input_shape)
 
     def call(self, inputs, mask=None):
-        return set_ops.masked_pool(inputs, set_ops.float_mask(mask, inputs), self.mode)
+        return ops.cast(set_ops.masked_pool(inputs, set_ops.float_mask(mask, inputs), self.mode), inputs.dtype)
 
     def compute_mask(self, inputs, mask=None):
         return None

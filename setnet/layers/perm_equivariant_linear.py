@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import keras
-from keras import activations, initializers, ops, regularizers
+from keras import activations, initializers, regularizers
 
 from setnet.layers import set_ops
 
@@ -107,7 +107,7 @@ class PermEquivariantLinear(keras.layers.Layer):
         m = set_ops.float_mask(mask, inputs)
         x = set_ops.mask_points(inputs, m)
         pooled = set_ops.masked_pool(x, m, self.pooling)
-        y = set_ops.point_matmul(x, self.lambda_kernel) + ops.expand_dims(ops.matmul(pooled, self.gamma_kernel), 1)
+        y = set_ops.point_matmul(x, self.lambda_kernel) + set_ops.set_term(pooled, self.gamma_kernel, x.dtype)
         if self.bias is not None:
             y = y + self.bias
         return set_ops.mask_points(self.activation(y), m)

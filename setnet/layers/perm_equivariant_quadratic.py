@@ -180,7 +180,7 @@ class PermEquivariantQuadratic(keras.layers.Layer):
             t = ops.reshape(t, (ops.shape(t)[0], ops.shape(t)[1], 5 * self.rank))
             y = set_ops.point_matmul(t, ops.reshape(z, (5 * self.rank, self.units)))
         pooled = set_ops.masked_pool(x, m, self.pooling)
-        y = y + set_ops.point_matmul(x, self.lambda_kernel) + ops.expand_dims(ops.matmul(pooled, self.gamma_kernel), 1)
+        y = y + set_ops.point_matmul(x, self.lambda_kernel) + set_ops.set_term(pooled, self.gamma_kernel, x.dtype)
         if self.bias is not None:
             y = y + self.bias
         return set_ops.mask_points(self.activation(y), m)

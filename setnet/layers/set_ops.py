@@ -24,6 +24,12 @@ Q_c1c2 = sum_i x_ic1 x_ic2, the five quadratic orbit sums are
     T4 = S_1 S_2 - Q_12 - T1 - T2
 
 (T4: all (i, j) pairs, minus i = j, minus i = k != j, minus j = k != i.)
+
+Mixed precision: per-point products run in x's dtype (the policy's compute
+dtype), but per-set sums (S, Q, S ⊗ S, set sizes) and everything computed
+from them stay in ``accumulation_dtype`` (float32 for float16/bfloat16) until
+they meet the points. S ⊗ S grows like n²: in float16 it overflows at a few
+hundred points, and T4's differences of such terms cancel in bfloat16.
 """
 
 from __future__ import annotations
@@ -57,10 +63,23 @@ def mask_points(x, m):
 
 
 def set_size(x, m):
-    """Number of real points per set, shape ``(batch,)``, in x's dtype."""
+    """Number of real points per set, shape ``(batch,)``, in x's accumulation dtype (bfloat16 counts
+    exactly only up to 256)."""
+    dtype = accumulation_dtype(x.dtype)
     if m is None:
-        return ops.cast(ops.shape(x)[1], x.dtype) * ops.ones((ops.shape(x)[0],), x.dtype)
-    return ops.sum(m[:, :, 0], axis=1)
+        return ops.cast(ops.shape(x)[1], dtype) * ops.ones((ops.shape(x)[0],), dtype)
+    return ops.sum(ops.cast(m[:, :, 0], dtype), axis=1)
+
+
+def set_sum(x):
+    """Per-set channel sums S, ``(batch, n, c) -> (batch, c)``, in x's accumulation dtype."""
+    return ops.sum(ops.cast(x, accumulation_dtype(x.dtype)), axis=1)
+
+
+def set_term(pooled, w, dtype):
+    """``pooled @ w`` in the accumulation dtype of ``pooled``, as ``(batch, 1, units)`` in ``dtype``, to be
+    added to every point."""
+    return ops.expand_dims(ops.cast(ops.matmul(pooled, ops.cast(w, pooled.dtype)), dtype), 1)
 
 
 def safe_reciprocal(count):
@@ -71,7 +90,7 @@ def safe_reciprocal(count):
 def orbit_scales(x, m, pooling, order):
     """Per-set factors that turn orbit sums into orbit means, or None for ``pooling="sum"``.
 
-    Returns ``(a1, a2)``, each of shape ``(batch,)``: a1 = 1/(n-1) for the orbits
+    Returns ``(a1, a2)``, each of shape ``(batch,)`` in the accumulation dtype: a1 = 1/(n-1) for the orbits
     with one free index (k != i; and k = i != j, k = j != i, i = j != k), a2 =
     1/((n-1)(n-2)) for the all-distinct quadratic orbit. The diagonal orbits have
     one element per output point.
@@ -95,13 +114,14 @@ def orbit_linear(x, w, m=None, pooling="sum"):
     Returns:
         ``(batch, n, units)``; rows of padded points are not zeroed here.
     """
-    s = ops.sum(x, axis=1)  # (b, c)
+    s = set_sum(x)  # (b, c)
+    wa = ops.cast(w, s.dtype)
     if pooling == "sum":
-        return point_matmul(x, w[0] - w[1]) + ops.expand_dims(ops.matmul(s, w[1]), 1)
+        return point_matmul(x, ops.cast(wa[0] - wa[1], x.dtype)) + set_term(s, wa[1], x.dtype)
     a1, _ = orbit_scales(x, m, pooling, "linear")
-    a1 = a1[:, None, None]
-    # w0 x_k + a1 w1 (S - x_k)
-    return point_matmul(x, w[0]) + a1 * (ops.expand_dims(ops.matmul(s, w[1]), 1) - point_matmul(x, w[1]))
+    # w0 x_k + a1 w1 (S - x_k), with a1 S w1 formed per set: S w1 alone overflows float16 for large n.
+    return (point_matmul(x, w[0]) - ops.cast(a1, x.dtype)[:, None, None] * point_matmul(x, w[1])
+            + set_term(a1[:, None] * s, wa[1], x.dtype))
 
 
 def orbit_quadratic(x, w, m=None, pooling="sum"):
@@ -130,8 +150,10 @@ def orbit_quadratic(x, w, m=None, pooling="sum"):
     """
     batch, n = ops.shape(x)[0], ops.shape(x)[1]
     c, units = w.shape[1], w.shape[3]
-    s = ops.sum(x, axis=1)  # (b, c)
-    q = ops.reshape(ops.einsum("bnc,bnd->bcd", x, x), (batch, c * c))
+    xa = ops.cast(x, accumulation_dtype(x.dtype))
+    w = ops.cast(w, xa.dtype)  # the weights are combined per set in the accumulation dtype too
+    s = ops.sum(xa, axis=1)  # (b, c)
+    q = ops.reshape(ops.einsum("bnc,bnd->bcd", xa, xa), (batch, c * c))
     ss = ops.reshape(ops.expand_dims(s, -1) * ops.expand_dims(s, -2), (batch, c * c))
     outer = ops.reshape(ops.expand_dims(x, -1) * ops.expand_dims(x, -2), (batch, n, c * c))
     flat = ops.reshape(w, (5, c * c * units))
@@ -142,7 +164,7 @@ def orbit_quadratic(x, w, m=None, pooling="sum"):
     if scales is None:
         point_w = ops.matmul(ops.convert_to_tensor(_POINT_SUM, w.dtype), flat)
         mix_w = ops.matmul(ops.convert_to_tensor(_MIX_SUM, w.dtype), ops.concatenate([flat, swapped], 0))
-        point = point_matmul(outer, ops.reshape(point_w, (c * c, units)))
+        point = point_matmul(outer, ops.cast(ops.reshape(point_w, (c * c, units)), x.dtype))
         mix = ops.reshape(ops.matmul(s, ops.reshape(mix_w, (c, c * units))), (batch, c, units))
         pooled = ops.matmul(ops.concatenate([q, ss - q], axis=-1), set_weights)
     else:
@@ -150,13 +172,13 @@ def orbit_quadratic(x, w, m=None, pooling="sum"):
         # Orbit sizes depend on the set size: one c² x units point matrix per set.
         basis = ops.matmul(ops.convert_to_tensor(_POINT_BASIS, w.dtype), flat)  # (3, c² units)
         coef = ops.stack([ops.ones_like(a1), a1, a2], axis=1)  # (b, 3)
-        point = ops.matmul(outer, ops.reshape(ops.matmul(coef, basis), (batch, c * c, units)))
+        point = ops.matmul(outer, ops.cast(ops.reshape(ops.matmul(coef, basis), (batch, c * c, units)), x.dtype))
         mix_w = ops.matmul(ops.convert_to_tensor(_MIX_BASIS, w.dtype), ops.concatenate([flat, swapped], 0))
         mix = ops.reshape(ops.matmul(s, ops.reshape(ops.transpose(ops.reshape(mix_w, (2, c, c * units)), (1, 0, 2)),
                                                     (c, 2 * c * units))), (batch, 2, c, units))
         mix = a1[:, None, None] * mix[:, 0] - a2[:, None, None] * mix[:, 1]
         pooled = ops.matmul(ops.concatenate([a1[:, None] * q, a2[:, None] * (ss - q)], axis=-1), set_weights)
-    return point + ops.matmul(x, mix) + ops.expand_dims(pooled, 1)
+    return point + ops.matmul(x, ops.cast(mix, x.dtype)) + ops.expand_dims(ops.cast(pooled, x.dtype), 1)
 
 
 # Rows combine the 5 orbit weights (and, in the second half, their channel-swapped
@@ -179,8 +201,11 @@ def orbit_quadratic_features(a, b, m=None, pooling="sum"):
 
     Used by the factorised quadratic layer, where channel mixing happens before
     (a = x U, b = x V) and after (a rank x units map per orbit), so the orbit
-    sums are only needed for matching channels. O(n r) time and memory.
+    sums are only needed for matching channels. O(n r) time and memory, in the
+    accumulation dtype (T4 is a difference of terms of order n²); returned in a's dtype.
     """
+    dtype = a.dtype
+    a, b = ops.cast(a, accumulation_dtype(dtype)), ops.cast(b, accumulation_dtype(dtype))
     sa = ops.sum(a, axis=1, keepdims=True)
     sb = ops.sum(b, axis=1, keepdims=True)
     ab = a * b
@@ -193,20 +218,21 @@ def orbit_quadratic_features(a, b, m=None, pooling="sum"):
     if scales is not None:
         a1, a2 = scales[0][:, None, None], scales[1][:, None, None]
         t1, t2, t3, t4 = a1 * t1, a1 * t2, a1 * t3, a2 * t4
-    return ops.stack([ab, t1, t2, t3, t4], axis=2)
+    return ops.cast(ops.stack([ab, t1, t2, t3, t4], axis=2), dtype)
 
 
 def masked_pool(x, m, mode):
     """Invariant pooling over the real points: ``(batch, n, c) -> (batch, c)``.
 
     An empty set (every point padded) pools to zeros in every mode, rather than
-    to -inf (max) or NaN (mean).
+    to -inf (max) or NaN (mean). Sums and means come in x's accumulation dtype,
+    maxima in x's dtype.
     """
     if mode == "sum":
-        return ops.sum(mask_points(x, m), axis=1)
+        return set_sum(mask_points(x, m))
     if mode == "mean":
         n = ops.expand_dims(set_size(x, m), -1)
-        return ops.sum(mask_points(x, m), axis=1) / ops.maximum(n, 1.0)
+        return set_sum(mask_points(x, m)) / ops.maximum(n, 1.0)
     if mode == "max":
         # A finite "minus infinity", so that empty sets and their gradients stay finite.
         lowest = -6.0e4 if keras.backend.standardize_dtype(x.dtype) == "float16" else -3.0e38
