@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON_BASE) >/dev/null || { echo "error: $(PYTHON_BASE) not found; install Python 3.11 or run 'make PYTHON_BASE=python3.12 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON_BASE) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[$(TF),train,serve,test]'
+	$(PY) -m pip install --quiet -e '.[$(TF),train,serve,test,beam]'
 	$(PY) -m pip install --quiet --no-deps 'tensorflow-serving-api>=2.21,<2.22'  # its TF pin would pull a second TensorFlow
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -61,6 +61,10 @@ bench-input: $(STAMP)  ## input pipeline examples/s vs the default model's train
 
 prepare: $(STAMP)  ## make prepare DATASET=modelnet40 [ARGS="--manual-dir DIR --allow-partial"]
 	$(PY) -m pipelines.prepare $(DATASET) $(ARGS)
+
+.PHONY: bench-prepare
+bench-prepare: $(STAMP)  ## set_table prepare of 10^5 and 10^6-point Parquet tables: sets/s and peak memory (docs/own-data.md)
+	$(PY) -m benchmarks.bench_prepare $(ARGS)
 
 .PHONY: bench-layers
 bench-layers: $(STAMP)  ## equivariant layers: fwd+bwd time and peak memory vs TiedEquivariantDense and Dense (docs/layers.md)

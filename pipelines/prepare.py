@@ -149,6 +149,10 @@ def main(argv=None) -> int:
         print(f"error: {base} needs --path (docs/own-data.md)", file=sys.stderr)
         return 2
     beam_options = None
+    if args.beam_options and base != "set_table":
+        print(f"error: --beam-options: {base} prepares on one machine; Beam is for set_table (a table of points "
+              "can be larger than one machine; docs/own-data.md)", file=sys.stderr)
+        return 2
     if args.beam_options:
         beam_options = [f"--{o.strip()}" for o in args.beam_options.split(",") if o.strip()]
         # A failing Beam worker logs its whole traceback; the one line below says what is wrong, and

@@ -199,3 +199,5 @@ def test_flags_of_other_datasets_are_refused(tmp_path, capsys):
     assert prepare_main(["digits", "--path", str(tmp_path)]) == 2
     assert prepare_main(["set_folder"]) == 2
     assert "set_folder needs --path" in capsys.readouterr().err
+    assert prepare_main(["set_folder", "--path", str(tmp_path), "--beam-options", "runner=DirectRunner"]) == 2
+    assert "--beam-options: set_folder prepares on one machine" in capsys.readouterr().err

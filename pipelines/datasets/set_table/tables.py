@@ -190,6 +190,10 @@ class TableSpec:
                     yield row, batch
                     row += batch.num_rows
         except (pa.ArrowException, OSError) as e:
+            if fmt == "csv":
+                found = locate_csv_error(f, self._csv_types(columns))
+                if found:
+                    raise DataFormatError(found) from e
             raise _arrow_error(f"{f} (near row {row})", e) from e
 
     def _csv_types(self, columns) -> dict:
@@ -201,6 +205,33 @@ class TableSpec:
         for c in self.feature_columns:
             types[c] = pa.float64()
         return {c: t for c, t in types.items() if c in columns}
+
+
+def locate_csv_error(path, types) -> str | None:
+    """The first row of a CSV file that pyarrow refused, as a message: a row with another number of
+    values, or a value that is not a number in a numeric column. Read with the csv module, only
+    after pyarrow failed (whose message names neither row nor value in every case)."""
+    import csv
+
+    numeric = {c for c, t in types.items() if pa.types.is_floating(t)}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            wanted = [(i, c) for i, c in enumerate(header) if c in numeric]
+            for row, values in enumerate(reader, 1):
+                if len(values) != len(header):
+                    return (f"{path} row {row}: {len(values)} values, expected {len(header)} "
+                            f"({', '.join(header)}); the file is truncated or the row malformed: fix it")
+                for i, col in wanted:
+                    try:
+                        float(values[i])
+                    except ValueError:
+                        return (f"{path} row {row}: column {col!r} is {values[i]!r}, not a number; every "
+                                "feature (and a regression target) must be numeric")
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 def _csv_reader(path, columns, types):
@@ -220,7 +251,8 @@ def _schema(f, fmt):
         reader = _csv_reader(f, None, None)
         return reader.schema, None
     except (pa.ArrowException, OSError) as e:
-        raise _arrow_error(f, e) from e
+        found = locate_csv_error(f, {}) if fmt == "csv" else None
+        raise (DataFormatError(found) if found else _arrow_error(f, e)) from e
 
 
 def _decide_task(task, where, schema, targets) -> str:
