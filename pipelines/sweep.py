@@ -407,6 +407,7 @@ class Sweep:
         config_text = pathlib.Path(args.config).read_text() if args.config else ""
         self.identity = identity(config_text, self.sweep_path.read_text(), self.overrides)
         self.parent_id: str | None = None
+        self.run_lock = None
 
     def study(self, salt: int = 0):
         import optuna
@@ -478,6 +479,21 @@ def objective_value(history: list[dict], metric: str, direction: str) -> float:
     return max(values) if direction == "maximize" else min(values)
 
 
+def _hold_run_folder(run_dir: pathlib.Path, printer):
+    """An exclusive lock on the trial's run folder: two attempts of one trial never train in it at
+    once. The kernel drops the lock when its process dies, kill -9 included."""
+    import fcntl
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / ".trial.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        printer(f"{run_dir} is still in use by an earlier attempt of this trial; waiting for it to end")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
 def run_trial(ctx: Sweep, trial, token: str, printer: Callable[[str], None] = print) -> float:
     """The objective: one training of the base config with the trial's parameters."""
     import keras
@@ -493,11 +509,25 @@ def run_trial(ctx: Sweep, trial, token: str, printer: Callable[[str], None] = pr
     run_dir = pathlib.Path(tree["runs_dir"]) / tree["experiment"] / run_name
     retry = " (a retry: it resumes from the run folder's last checkpoint)" if logical != trial.number else ""
     printer(f"sweep {ctx.study_name}: trial {logical}{retry}: {json.dumps(params)}; run folder {run_dir}")
-    child = _child_run(ctx, tree, run_dir, logical, params, ctx.parent_id, printer)
+    metric, direction = ctx.sweep["objective"], ctx.sweep["direction"]
     trial.set_user_attr("run_dir", str(run_dir))
+    ctx.run_lock = _hold_run_folder(run_dir, printer)  # held until the next trial or the end of the process
+    done = read_json(run_dir / "history.json")
+    if logical != trial.number and done and done.get("completed"):
+        # An earlier attempt was taken for dead (its heartbeat came late, e.g. on an overloaded
+        # machine) but finished: its training is this trial's result, not a reason to train again.
+        printer(f"sweep {ctx.study_name}: trial {logical} was finished by an earlier attempt; using its result")
+        state = read_json(run_dir / "mlflow.json") or {}
+        if state.get("run_id"):
+            trial.set_user_attr("mlflow_run_id", state["run_id"])
+        trial.set_user_attr("test_accuracy", done.get("test", {}).get("accuracy"))
+        exported = (read_json(run_dir / "invariance.json") or {}).get("export")
+        if exported:
+            trial.set_user_attr("export_path", exported)
+        return objective_value(done["epochs"], metric, direction)
+    child = _child_run(ctx, tree, run_dir, logical, params, ctx.parent_id, printer)
     if child:
         trial.set_user_attr("mlflow_run_id", child)
-    metric, direction = ctx.sweep["objective"], ctx.sweep["direction"]
 
     class ReportAndPrune(keras.callbacks.Callback):
         """Each epoch's objective goes to Optuna; the median pruner may stop the trial there."""

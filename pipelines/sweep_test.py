@@ -158,3 +158,52 @@ def test_a_trial_reports_every_epoch_and_the_median_pruner_stops_a_worse_one(tmp
                                                       second.params["model.global_pool"]]
     assert [c.run_name for c in trained] == [f"{ctx.study_name}-t0", f"{ctx.study_name}-t1"]
     assert first.user_attrs["run_dir"] == str(tmp_path / "runs" / "setnet-digits" / f"{ctx.study_name}-t0")
+
+
+def test_a_retry_of_a_trial_that_finished_after_all_reuses_its_result(tmp_path, monkeypatch):
+    # A trial taken for dead (late heartbeat) that then finished: its retry must not train again.
+    import optuna
+
+    from pipelines import train as train_module
+    from pipelines.tracking import write_json
+
+    sweep_file = _write(tmp_path, "space: {model.global_pool: [max, mean]}")
+    args = sw._parser().parse_args(["--config", str(ROOT / "configs" / "digits.yaml"), "--sweep", str(sweep_file),
+                                    "--set", f"runs_dir={tmp_path / 'runs'}", "mlflow.enabled=false"])
+    ctx = sw.Sweep(args)
+    run_dir = tmp_path / "runs" / "setnet-digits" / f"{ctx.study_name}-t0"
+    run_dir.mkdir(parents=True)
+    write_json(run_dir / "history.json", {"completed": True, "test": {"accuracy": 0.4},
+                                          "epochs": [{"val_accuracy": 0.3}, {"val_accuracy": 0.35}]})
+    write_json(run_dir / "invariance.json", {"export": "/x/exports/m/7"})
+    monkeypatch.setattr(train_module, "train", lambda *a, **k: pytest.fail("trained again"))
+    dist = {"model.global_pool": optuna.distributions.CategoricalDistribution(["max", "mean"])}
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, params={"model.global_pool": "max"},
+                                              distributions=dist, user_attrs={sw.TRIAL_ATTR: 0}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.WAITING,
+                                              params={"model.global_pool": "max"}, distributions=dist,
+                                              user_attrs={sw.TRIAL_ATTR: 0},
+                                              system_attrs={"failed_trial": 0, "retry_history": [0]}))
+    lines = []
+    study.optimize(lambda t: sw.run_trial(ctx, t, "host|2@1.2", printer=lines.append), n_trials=1)
+    retry = study.trials[1]
+    assert retry.state.name == "COMPLETE" and retry.value == 0.35
+    assert retry.user_attrs["export_path"] == "/x/exports/m/7" and retry.user_attrs["test_accuracy"] == 0.4
+    assert any("finished by an earlier attempt" in line for line in lines)
+
+
+def test_two_attempts_of_a_trial_never_share_its_run_folder(tmp_path):
+    import fcntl
+    import threading
+
+    held = open(tmp_path / ".trial.lock", "w")
+    fcntl.flock(held, fcntl.LOCK_EX)  # an earlier attempt, still training
+    lines, got = [], []
+    waiter = threading.Thread(target=lambda: got.append(sw._hold_run_folder(tmp_path, lines.append)), daemon=True)
+    waiter.start()
+    waiter.join(timeout=1.0)
+    assert waiter.is_alive() and not got  # blocked while the folder is in use
+    held.close()  # the earlier attempt ends (a kill -9 closes it the same way)
+    waiter.join(timeout=30)
+    assert got and "still in use by an earlier attempt" in lines[0]

@@ -30,7 +30,7 @@ SWEEP_FILE = """\
 study: t
 sampler: random
 seed: 1
-heartbeat_seconds: 1
+heartbeat_seconds: 2
 pruner: none
 space:
   model.blocks.0.units: {choices: [8, 16]}
@@ -109,17 +109,22 @@ def test_a_killed_sweep_resumes_without_losing_or_duplicating_a_trial(swept):
     assert "Resuming" in out and "after epoch" in out
 
     trials = swept["study"].get_trials()
-    # Trial 0 failed by its lost heartbeat and was retried as the same trial; then trial 1 (number 2).
-    assert [(t.number, t.state.name, t.user_attrs.get("sweep.trial")) for t in trials] == [
-        (0, "FAIL", 0), (1, "COMPLETE", 0), (2, "COMPLETE", 2)]
-    assert trials[1].params == trials[0].params
+    # Trial 0 failed by its lost heartbeat and was retried as the same trial (same parameters); then
+    # one new trial. (On an overloaded machine a late heartbeat may add a retry that reuses the
+    # finished result; each trial still completes exactly once.)
+    assert (trials[0].state.name, trials[1].state.name) == ("FAIL", "COMPLETE")
+    assert trials[1].user_attrs["sweep.trial"] == 0 and trials[1].params == trials[0].params
+    logical = {t.user_attrs["sweep.trial"] for t in trials}
+    assert len(logical) == 2
+    assert all(sum(t.state.name == "COMPLETE" for t in trials if t.user_attrs["sweep.trial"] == n) == 1
+               for n in logical)
 
     client = MlflowClient(swept["uri"])
     exp = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([exp.experiment_id])
     (parent,) = [r for r in runs if r.data.tags.get("sweep.role") == "parent"]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert len(runs) == 3 and sorted(r.info.run_name for r in children) == [f"{STUDY}-t0", f"{STUDY}-t2"]
+    assert len(runs) == 3 and sorted(r.info.run_name for r in children) == [f"{STUDY}-t{n}" for n in sorted(logical)]
     assert parent.info.status == "FINISHED" and all(r.info.status == "FINISHED" for r in children)
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "sweep")} == {"sweep/sweep.yaml",
                                                                                    "sweep/base_config.yaml"}
@@ -127,7 +132,8 @@ def test_a_killed_sweep_resumes_without_losing_or_duplicating_a_trial(swept):
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "loss")]
         assert sorted(steps) == [1, 2, 3], (child.info.run_name, steps)  # the retried trial: no epoch twice
         assert json.loads(child.data.tags["sweep.params"]) == next(
-            t.params for t in trials if t.user_attrs.get("mlflow_run_id") == child.info.run_id)
+            t.params for t in trials if t.state.name == "COMPLETE" and t.user_attrs.get("mlflow_run_id") ==
+            child.info.run_id)
 
     # Every export is a version of the registered model, linked to its run and tagged for promotion.
     versions = client.search_model_versions(f"name = '{MODEL}'")
