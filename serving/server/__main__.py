@@ -26,6 +26,7 @@ import threading
 from serving.server.app import create_app
 from serving.server.config import Limits, build_parser, check_ports, configs_from_args
 from serving.server.errors import ConfigError
+from serving.server.memory import limit_malloc_arenas
 from serving.server.versions import ModelRegistry
 
 log = logging.getLogger("serving.server")
@@ -33,6 +34,8 @@ log = logging.getLogger("serving.server")
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # Before TensorFlow starts its threads, each of which could get a malloc arena.
+    limit_malloc_arenas()
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -23,6 +23,7 @@ import threading
 from serving.server.config import Limits
 from serving.server.errors import ServingError, invalid
 from serving.server.handlers import handle_get, handle_predict, parse_version
+from serving.server.memory import HeapTrimmer, detach
 from serving.server.versions import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,20 @@ PREDICT_RE = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/(
 STATUS_RE = re.compile(r"/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?"
                        r"(?:/(metadata))?", re.IGNORECASE)
 V1_RE = re.compile(r"/v1/.*", re.IGNORECASE)
+
+
+def answer(handler, *args) -> tuple[str | None, ServingError | None]:
+    """`handler(*args)` in the calling (worker) thread: `(text, None)`, or `(None, error)`
+    with the error detached from its frames, so that no exception and none of the
+    request's data outlives the call (see `memory.detach`)."""
+    try:
+        return handler(*args), None
+    except ServingError as err:
+        return None, detach(err)
+    except Exception as err:  # never let one request take the server down
+        log.exception("unexpected error in %s", handler.__name__)
+        detach(err)
+        return None, ServingError("INTERNAL", f"{type(err).__name__}: {err}")
 
 
 def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_registry=True):
@@ -56,6 +71,7 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
     from starlette.routing import Route
 
     limits = limits or Limits()
+    trimmer = HeapTrimmer()
     inflight = {"n": 0}
     lock = threading.Lock()
 
@@ -104,19 +120,20 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
                 try:
                     body = await read_body(request)
                     name, version, label, verb = m.groups()
-                    text = await run_in_threadpool(
-                        handle_predict, registry, limits, name, parse_version(version), label,
-                        verb.lower(), body)
+                    text, err = await run_in_threadpool(
+                        answer, handle_predict, registry, limits, name, parse_version(version),
+                        label, verb.lower(), body)
+                    trimmer.note(len(body))
                 finally:
                     with lock:
                         inflight["n"] -= 1
-                return reply(200, text)
-            name, version, label, sub = g.groups()
-            text = await run_in_threadpool(handle_get, registry, name, parse_version(version),
-                                           label, sub)
-            return reply(200, text)
+            else:
+                name, version, label, sub = g.groups()
+                text, err = await run_in_threadpool(answer, handle_get, registry, name,
+                                                    parse_version(version), label, sub)
+            return error_reply(err) if err is not None else reply(200, text)
         except ServingError as err:
-            return error_reply(err)
+            return error_reply(detach(err))
         except ClientDisconnect:
             return Response(status_code=499)
         except Exception as err:  # never let one request take the server down
@@ -130,6 +147,7 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
         try:
             yield
         finally:
+            trimmer.close()
             if manage_registry:
                 registry.stop()
 
