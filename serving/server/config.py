@@ -127,6 +127,17 @@ class Limits:
     max_inflight: int = 64
 
 
+def flag_bool(text: str) -> bool:
+    """A boolean flag's value as tensorflow_model_server reads it (`--flag`, `--flag=true`,
+    `--flag=false`, 1 or 0)."""
+    value = text.strip().lower()
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m serving.server",
@@ -171,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest request body")
     p.add_argument("--max-inflight", type=int, default=Limits.max_inflight,
                    help="predict requests in progress before answering 429")
+    p.add_argument("--rest_api_enable_cors_support", "--rest-api-enable-cors-support",
+                   type=flag_bool, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="add CORS headers (Access-Control-Allow-Origin: *) to REST answers")
+    p.add_argument("--monitoring_config_file", "--monitoring-config-file",
+                   help="TF Serving MonitoringConfig (text proto): prometheus_config { enable: "
+                        "true path: \"/monitoring/prometheus/metrics\" } serves Prometheus "
+                        "metrics on the REST port")
+    p.add_argument("--enable_batching", "--enable-batching", type=flag_bool, nargs="?",
+                   const=True, default=False, metavar="BOOL",
+                   help="merge concurrent predict calls of one model version, signature and "
+                        "cloud size into one model call")
+    p.add_argument("--batching_parameters_file", "--batching-parameters-file",
+                   help="TF Serving BatchingParameters (text proto): max_batch_size, "
+                        "batch_timeout_micros, num_batch_threads, max_enqueued_batches")
     p.add_argument("--ready-file", help="write {\"url\": ...} here once serving")
     p.add_argument("--log-level", default="info")
     return p
