@@ -32,7 +32,7 @@ def _user_summary(builder, meta) -> list:
     xyz = ", ".join(meta.get("xyz_columns", [])) or "none"
     lines.append(f"features per point (F): {meta.get('num_features')} ({names}); xyz: {xyz}")
     lines.append(f"{'split':<8}{'sets':>10}{'min':>8}{'median':>8}{'max':>8}  points per set")
-    for split, sizes in meta.get("set_sizes", {}).items():
+    for split, sizes in sorted(meta.get("set_sizes", {}).items(), key=lambda kv: (kv[0] != "train", kv[0])):
         n = builder.info.splits[split].num_examples if split in builder.info.splits else 0
         lines.append(f"{split:<8}{n:>10}{sizes['min']:>8}{sizes['median']:>8g}{sizes['max']:>8}")
     if meta.get("subsampled"):
@@ -43,7 +43,7 @@ def _user_summary(builder, meta) -> list:
     else:
         counts = meta.get("class_counts", {})
         classes = meta.get("class_names", [])
-        splits = list(counts)
+        splits = sorted(counts, key=lambda s: (s != "train", s))
         lines.append(f"task: classification, {len(classes)} classes; sets per class:")
         lines.append(f"  {'class':<20}" + "".join(f"{s:>10}" for s in splits))
         lines += [f"  {c:<20}" + "".join(f"{counts[s].get(c, 0):>10}" for s in splits) for c in classes]

@@ -44,8 +44,10 @@ from pipelines.datasets import DataFormatError, user_sets
 from pipelines.datasets.cleanup import undo_on_failure
 from pipelines.datasets.set_table import tables
 
-BUCKET_POINTS = 1 << 18   # points per spill bucket on one machine: memory is about one bucket
-MAX_BUCKETS = 512
+BUCKET_POINTS = 1 << 16   # points per spill bucket on one machine: memory is about one bucket
+# Each bucket of each split is an open file while spilling; 256 stays well inside the usual limit
+# of 1024 open files. Beyond 256 buckets (~1.7e7 points) buckets grow: the table's size over 256.
+MAX_BUCKETS = 256
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 

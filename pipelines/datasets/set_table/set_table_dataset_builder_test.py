@@ -196,6 +196,8 @@ BAD = {
     "too_many": (lambda d: _write(d, _table()), "t.parquet row 1: set 'a' has 2 points, more than max_points=1"),
     "truncated": (lambda d: _truncated(d), "t.parquet: cannot be read"),
     "no_rows": (lambda d: _write(d, _table().slice(0, 0)), "the table has no rows"),
+    "missing_file": (lambda d: d / "nope.parquet", "nope.parquet: no such file or folder"),
+    "not_a_table": (lambda d: _text(d, "notes.txt", "hello"), "notes.txt: not a .parquet, .pq or .csv file"),
     "bad_split_name": (lambda d: _write(d, _table(part=["train"] * 4 + ["te st"] * 2)),
                        "split 'te st' of set 'c' is not a split name"),
 }
@@ -211,6 +213,11 @@ def _write(folder, table):
 def _csv(folder, text):
     (folder / "t.csv").write_text(text)
     return folder / "t.csv"
+
+
+def _text(folder, name, text):
+    (folder / name).write_text(text)
+    return folder / name
 
 
 def _truncated(folder):

@@ -457,15 +457,18 @@ def grouped_sets(bucket_files):
     for path in bucket_files:
         with ipc.open_stream(str(path)) as reader:
             table = reader.read_all()
-        ids = table.column("set").to_numpy(zero_copy_only=False)
+        # Integer codes, not a Python string per row: a bucket's ids cost 4 bytes a point.
+        encoded = pc.dictionary_encode(table.column("set")).combine_chunks()
+        codes, names = encoded.indices.to_numpy(), encoded.dictionary.to_pylist()
         order = table.column("order").to_numpy()
         points = np.stack([table.column(f"f{i}").to_numpy() for i in range(table.num_columns - 2)], axis=1)
-        del table
-        sort = np.lexsort((order, ids))
-        ids, points = ids[sort], points[sort]
-        edges = np.flatnonzero(ids[1:] != ids[:-1]) + 1
-        for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(ids)]):
-            yield str(ids[lo]), points[lo:hi]
+        del table, encoded
+        sort = np.lexsort((order, codes))
+        codes, points = codes[sort], points[sort]
+        del order, sort
+        edges = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+        for lo, hi in zip(np.r_[0, edges], np.r_[edges, len(codes)]):
+            yield names[codes[lo]], points[lo:hi]
 
 
 # --- Beam: one row group at a time, grouped by set id ---------------------------------------------
