@@ -105,6 +105,13 @@ class TrainConfig(Section):
     resume: str = setting("auto", "auto: resume an unfinished run of the same name; never: always start afresh",
                           choices=("auto", "never"))
     log_every: int = setting(1, "progress-bar update interval in steps", min=1)
+    deterministic: bool = setting(False, "TensorFlow op determinism: a run and its resumption after a kill are "
+                                  "bit-identical (slower; docs/training.md)")
+    checkpoint_every_steps: int | None = setting(None, "also checkpoint every this many steps inside an epoch "
+                                                 "(null: at epoch ends only)", min=1)
+    checkpoint_dir: str | None = setting(None, "root of the job checkpoints, <root>/<experiment>/<run> (any "
+                                         "tf.io.gfile location, e.g. gs://; multi_worker: storage every worker "
+                                         "reads); null: <run folder>/checkpoints")
     teleport: TeleportConfig = setting(TeleportConfig(), "symmetry teleportation")
 
     def check(self):

@@ -388,8 +388,8 @@ class Trainer:
 
         ``train_ds`` and ``val_ds`` come from `prepare`; ``train_ds`` may also be a function
         ``epoch -> dataset`` (each epoch its own batches, `pipelines.input.make_epochs`), which a
-        run resumed mid-epoch needs: ``initial_step`` steps of ``initial_epoch`` are done (its
-        dataset must start after them) with sums ``initial_totals`` (see `train_epoch`).
+        run resumed mid-epoch needs: ``initial_step`` steps of ``initial_epoch`` are done (they are
+        skipped in its dataset) with sums ``initial_totals`` (see `train_epoch`).
         Callbacks are Keras callbacks; a callback that sets ``model.stop_training`` (e.g.
         EarlyStopping) ends training after that epoch.
         """
@@ -408,8 +408,10 @@ class Trainer:
             lr = float(learning_rate_fn()) if learning_rate_fn else float(
                 keras.ops.convert_to_numpy(self.optimizer.learning_rate))
             resumed = epoch == initial_epoch and initial_step
-            logs = self.train_epoch(self.distribute(train_ds(epoch)) if per_epoch else dist_train, train_steps,
-                                    cbs, log_every, start_step=initial_step if resumed else 0,
+            if per_epoch:
+                epoch_ds = train_ds(epoch)
+                dist_train = self.distribute(epoch_ds.skip(initial_step) if resumed else epoch_ds)
+            logs = self.train_epoch(dist_train, train_steps, cbs, log_every, start_step=initial_step if resumed else 0,
                                     totals=initial_totals if resumed else None)
             logs["lr"] = lr
             if dist_val is not None:

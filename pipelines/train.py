@@ -3,17 +3,23 @@
     python -m pipelines.train --config configs/modelnet.yaml --set train.epochs=5 data.batch_size=16
     python -m pipelines.train --sync runs/<experiment>/<run>     # upload what MLflow missed
 
-A run lives in ``<runs_dir>/<experiment>/<run_name>/``: checkpoints (one per
-epoch), ``history.json`` (every epoch's metrics), ``config.yaml``, the plots,
-and ``mlflow.json`` (the MLflow run id). Started again with the same command,
-an unfinished run resumes after its last completed epoch and continues the
-same MLflow run; a finished one is left alone and a new run (``-2``, ``-3``...)
-starts. See docs/training.md.
+A run lives in ``<runs_dir>/<experiment>/<run_name>/``: ``checkpoints/`` (the job checkpoint, at
+every epoch end and every ``train.checkpoint_every_steps`` steps; `pipelines.checkpointing`),
+``history.json`` (every epoch's metrics), ``config.yaml``, the plots, and ``mlflow.json`` (the
+MLflow run id). Started again with the same command, an unfinished run resumes at its last
+checkpoint, on the batches an uninterrupted run would have trained on, and continues the same
+MLflow run; a finished one is left alone and a new run (``-2``, ``-3``...) starts.
+
+Exit codes: 0 done; 2 bad config, missing data, impossible strategy, or workers that restored
+different checkpoints; 75 a worker of a multi-worker job was lost (restart them all to resume);
+130 Ctrl-C and 143 SIGTERM, each after writing a checkpoint. See docs/training.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -30,7 +36,8 @@ from pipelines.tracking import read_json, write_json
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Keys that change where or how a run is reported, not what it trains: left out of the run's name.
-_NOT_IN_NAME = ("run_name", "runs_dir", "train.resume", "train.log_every", "mlflow.", "export.", "experiment")
+_NOT_IN_NAME = ("run_name", "runs_dir", "train.resume", "train.log_every", "train.deterministic",
+                "train.checkpoint_every_steps", "train.checkpoint_dir", "mlflow.", "export.", "experiment")
 
 
 # --------------------------------------------------------------------------- run folder
@@ -115,51 +122,86 @@ def make_optimizer(train_cfg: config_lib.TrainConfig, steps_per_epoch: int):
     return keras.optimizers.SGD(schedule, momentum=train_cfg.momentum, nesterov=True)
 
 
-def _callbacks(run_dir, ckpt, manager, history_doc, tracker, printer):
+def _callbacks(run_dir, job, signals, trainer, train_steps, every, start, history_doc, tracker, teleports_done,
+               chief):
     import keras
 
-    class EpochCheckpoint(keras.callbacks.Callback):
-        """History first, then the checkpoint: a kill in between re-trains that epoch, and the
-        history is cut back to the checkpoint on resume, so it never runs ahead of the weights."""
+    from pipelines.checkpointing import Position, Stopped
+
+    class JobCheckpoint(keras.callbacks.Callback):
+        """The job checkpoint at epoch ends, every ``train.checkpoint_every_steps`` steps, and at
+        the step where a stop signal takes effect. At an epoch end the history is written first:
+        a kill in between re-trains that epoch, and the history is cut back to the checkpoint on
+        resume, so it never runs ahead of the weights."""
+
+        epoch = 0
+        last = start  # the global step of the call before (steps_per_execution: a call runs several)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            step = batch + 1
+            global_step = self.epoch * train_steps + step
+            crossed = every and global_step // every > self.last // every
+            self.last = global_step
+            stop = signals.should_stop(global_step)
+            if stop or crossed:
+                position = Position(self.epoch, step, global_step, tuple(trainer.epoch_totals), teleports_done())
+                job.save(position)
+                if stop:
+                    raise Stopped(signals.received, position)
 
         def on_epoch_end(self, epoch, logs=None):
+            self.last = (epoch + 1) * train_steps
             history_doc["epochs"] = history_doc["epochs"][:epoch] + [dict(logs)]
-            if manager.is_chief:
+            if chief:
                 write_json(run_dir / "history.json", history_doc)
-            ckpt.epoch.assign(epoch + 1)
-            manager.save(checkpoint_number=epoch + 1)
+            position = Position(epoch + 1, 0, (epoch + 1) * train_steps, teleports=teleports_done())
+            job.save(position)
+            if signals.should_stop(position.global_step):
+                raise Stopped(signals.received, position)
 
     class MlflowEpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
             tracker.log_metrics(logs, step=epoch + 1)
             tracker.flush()
 
-    out = [EpochCheckpoint()]
+    checkpoint = JobCheckpoint()
+    out = [checkpoint]
     if tracker is not None:
         out.append(MlflowEpochLogger())
     return out
 
 
-def _optional_callbacks(cfg, train_ds, val_ds, optimizer, run_dir, tracker, chief, say) -> list:
-    """Teleportation (``train.teleport``) and the network spectrum (``spectrum``), when enabled."""
+def _optional_callbacks(cfg, train_epoch, val_ds, optimizer, run_dir, tracker, chief, say, position):
+    """Teleportation (``train.teleport``) and the network spectrum (``spectrum``), when enabled:
+    (callbacks, the teleport callback or None)."""
     import keras
 
     out = []
+    teleport = None
     tele_cfg = cfg.train.teleport
     if tele_cfg.enabled:
         from setnet.teleport import TeleportCallback
 
         # The loop's own loss (labels are class ids, the model returns logits) and optimizer, whose
-        # state the teleport maps along; batches come from the plain (undistributed) training set.
+        # state the teleport maps along; batches come from the plain (undistributed) training set,
+        # epoch 0's batches in a cycle, each teleport the next: a resumed run skips those used.
+        done = position.teleports if position is not None else 0
         teleport = TeleportCallback.from_config_section(
-            tele_cfg.to_dict(), train_ds, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            tele_cfg.to_dict(), train_epoch(0).repeat().skip(done),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             optimizer=optimizer, verbose=1 if chief else 0)
+        if position is not None:
+            teleport.resume_at(done, epoch=position.epoch, step_in_epoch=position.step,
+                               global_step=position.global_step)
         out.append(teleport)
 
         class TeleportLogger(keras.callbacks.Callback):
             """Sends each teleport's figures through the Tracker (which survives a store outage)."""
 
-            logged = 0
+            logged = len(teleport.history)  # those before a resume were sent by then
 
             def on_epoch_end(self, epoch, logs=None):
                 for i, result in enumerate(teleport.history[self.logged:], start=self.logged + 1):
@@ -200,26 +242,55 @@ def _optional_callbacks(cfg, train_ds, val_ds, optimizer, run_dir, tracker, chie
                     self._measure(last)
 
         out.append(SpectrumLogger())
-    return out
+    return out, teleport
 
 
-class _Checkpoints:
-    """tf.train.CheckpointManager with the multi-worker rule: every worker saves (the save may use
-    collectives), the chief into the run folder, the others into their own folder."""
+def checkpoint_folder(cfg: Config, run_dir: pathlib.Path) -> str:
+    """The job's checkpoint folder: ``train.checkpoint_dir/<experiment>/<run>`` (any ``tf.io.gfile``
+    location, e.g. gs://), else ``<run folder>/checkpoints``."""
+    root = cfg.train.checkpoint_dir
+    if not root:
+        return str(run_dir / "checkpoints")
+    return f"{root.rstrip('/')}/{cfg.experiment}/{run_dir.name}"
 
-    def __init__(self, run_dir: pathlib.Path, ckpt, chief: bool, worker: int):
-        import tensorflow as tf
 
-        self.is_chief = chief
-        self.dir = run_dir / ("checkpoints" if chief else f"checkpoints-worker{worker}")
-        self.manager = tf.train.CheckpointManager(ckpt, str(self.dir), max_to_keep=2)
+@contextlib.contextmanager
+def _preparing(data: config_lib.DataConfig, say):
+    """One process at a time prepares data in a local data dir (an exclusive lock on a file in it):
+    workers started together on an empty data dir wait for the first instead of racing it."""
+    from pipelines import datasets
 
-    def save(self, checkpoint_number: int):
-        return self.manager.save(checkpoint_number=checkpoint_number)
+    root = data.data_dir or str(datasets.default_data_dir())
+    if "://" in root:  # no file locks on object stores: prepare it beforehand (docs/training.md)
+        yield
+        return
+    folder = pathlib.Path(root).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".setnet-prepare.lock", "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            say(f"waiting for another process preparing data in {folder}")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
-    @property
-    def latest(self):
-        return self.manager.latest_checkpoint
+
+def _note_unfinished_siblings(cfg: Config, run_dir: pathlib.Path, say) -> None:
+    """--fresh beside unfinished runs of the same name: say how to resume them instead."""
+    import tensorflow as tf
+
+    base = cfg.run_name or default_run_name(cfg)
+    parent = pathlib.Path(cfg.runs_dir) / cfg.experiment
+    for candidate in sorted(parent.glob(f"{base}*")):
+        if candidate == run_dir or not (candidate.name == base or candidate.name.startswith(base + "-")):
+            continue
+        if not (_history(candidate) or {}).get("completed") and tf.train.latest_checkpoint(
+                checkpoint_folder(cfg, candidate)):
+            say(f"--fresh: starting {run_dir.name}; the unfinished run {candidate} is left as it is "
+                f"(resume it with the same command without --fresh and --set run_name={candidate.name})")
 
 
 def _split_size(name: str, split: str, data: config_lib.DataConfig) -> int:
@@ -243,13 +314,17 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
     Returns:
         dict with ``test_accuracy``, ``test_loss``, ``run_dir``, ``mlflow_run_id``, ``export_path``,
         ``history`` (every epoch's logs), ``compilations`` and ``resumed``.
+
+    Raises:
+        pipelines.checkpointing.Stopped: SIGTERM or Ctrl-C; the job checkpoint was written first.
+        pipelines.checkpointing.WorkerLostError: another worker of the job went away.
+        pipelines.checkpointing.CheckpointMismatchError: the workers restored different checkpoints.
     """
     import keras
-    import numpy as np
     import tensorflow as tf
 
-    from pipelines import distribute, loop, plots
-    from pipelines.input import dataset_info, make_dataset
+    from pipelines import checkpointing, distribute, loop
+    from pipelines.input import dataset_info, make_epochs
     from setnet.models import build_classifier
 
     t_start = time.time()
@@ -257,12 +332,19 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
     strategy = distribute.make_strategy(tcfg.strategy)
     task = distribute.task(strategy)
     say = printer if task.chief else (lambda *_: None)
+
+    # The data first, before any seed is set: preparing a dataset draws from the global generators
+    # (TFDS names its temporary folder with Python's `random`), which shifted a first run's weights
+    # and dropout against every later run, and gave concurrent workers the same temporary folder.
+    splits = {"train": data.train_split, "val": data.val_split, "test": data.test_split}
+    with _preparing(data, say):
+        info = dataset_info(data.name, data_dir=data.data_dir, manual_dir=data.manual_dir,
+                            allow_partial=data.allow_partial)
+        sizes = {s: _split_size(data.name, split, data) for s, split in splits.items()}
+    if tcfg.deterministic:
+        tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(cfg.seed)
 
-    info = dataset_info(data.name, data_dir=data.data_dir, manual_dir=data.manual_dir,
-                        allow_partial=data.allow_partial)
-    splits = {"train": data.train_split, "val": data.val_split, "test": data.test_split}
-    sizes = {s: _split_size(data.name, split, data) for s, split in splits.items()}
     batch = data.batch_size
     if batch % strategy.num_replicas_in_sync:
         raise ConfigError(f"data.batch_size ({batch}) is the global batch and must be divisible by the "
@@ -272,43 +354,52 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
                           f"({sizes['train']} examples)")
     train_steps = loop.steps_for(sizes["train"], batch, True, tcfg.steps_per_epoch)
 
-    def dataset(split_key, training):
-        ds = make_dataset(data.name, splits[split_key], num_points=data.num_points,
-                          batch_size=batch, training=training, augment=data.augment if training else None,
-                          seed=cfg.seed, data_dir=data.data_dir, manual_dir=data.manual_dir,
-                          allow_partial=data.allow_partial, strategy=strategy, cache=data.cache)
-        return loop.prepare(ds, batch_size=batch, training=training, buckets=list(data.buckets),
-                            steps=train_steps if training else None, strategy=strategy)
+    def epochs_of(split_key, training):
+        epochs = make_epochs(data.name, splits[split_key], num_points=data.num_points, batch_size=batch,
+                             training=training, augment=data.augment if training else None, seed=cfg.seed,
+                             data_dir=data.data_dir, manual_dir=data.manual_dir,
+                             allow_partial=data.allow_partial, strategy=strategy, cache=data.cache)
+        return lambda epoch: loop.prepare(epochs(epoch), batch_size=batch, training=training,
+                                          buckets=list(data.buckets), steps=train_steps if training else None,
+                                          strategy=strategy)
 
-    train_ds, val_ds, test_ds = dataset("train", True), dataset("val", False), dataset("test", False)
+    train_epoch = epochs_of("train", True)
+    val_ds, test_ds = epochs_of("val", False)(0), epochs_of("test", False)(0)
 
     with strategy.scope():
         model = build_classifier(cfg.model, num_classes=info["num_classes"])
         optimizer = make_optimizer(tcfg, train_steps)
         optimizer.build(model.trainable_variables)
-    epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-    ckpt = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
 
     run_dir, resuming = resolve_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    manager = _Checkpoints(run_dir, ckpt, task.chief, task.index)
+    if task.chief:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = checkpoint_folder(cfg, run_dir)
+    job = checkpointing.JobCheckpoint({"model": model, "optimizer": optimizer}, ckpt_dir, task)
+    position = job.restore()
+    job.agree(strategy, position, [v.numpy() for v in model.trainable_variables])
     history_doc = {"epochs": [], "completed": False, "config_digest": config_digest(cfg)}
-    initial_epoch = 0
-    if manager.latest:
-        ckpt.restore(manager.latest).assert_existing_objects_matched()
-        initial_epoch = int(epoch_var.numpy())
+    initial_epoch = initial_step = 0
+    initial_totals = None
+    if position is not None:
+        initial_epoch, initial_step, initial_totals = position.epoch, position.step, position.totals
         previous = _history(run_dir) or {}
         history_doc["epochs"] = list(previous.get("epochs", []))[:initial_epoch]
-        say(f"Resuming {run_dir} after epoch {initial_epoch}/{tcfg.epochs} ({manager.latest})")
+        where = (f"after epoch {initial_epoch}/{tcfg.epochs}" if not initial_step else
+                 f"in epoch {initial_epoch + 1}/{tcfg.epochs} after step {initial_step}/{train_steps}")
+        say(f"Resuming {run_dir} {where} (step {position.global_step}; {job.latest})")
     elif resuming:
         say(f"{run_dir} has no checkpoint yet; starting it from scratch")
+    if tcfg.resume == "never":
+        _note_unfinished_siblings(cfg, run_dir, say)
     if task.chief:
         (run_dir / "config.yaml").write_text(config_lib.dump(cfg))
 
     say(f"setnet: {info['num_classes']}-class {data.name} (v{info['version']}): "
         f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test sets of {data.num_points} points; "
         f"{model.name} with {model.count_params():,} parameters; {distribute.describe(strategy)}; "
-        f"XLA {'on' if tcfg.xla else 'off'}; run folder {run_dir}")
+        f"XLA {'on' if tcfg.xla else 'off'}{'; deterministic' if tcfg.deterministic else ''}; "
+        f"run folder {run_dir}")
 
     tracker, checkout = None, None
     if cfg.mlflow.enabled and task.chief:
@@ -333,49 +424,81 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
             say(f"MLflow: run {tracker.run_id} in experiment {cfg.experiment!r} at {uri}")
 
     trainer = loop.Trainer(model, optimizer, strategy, xla=tcfg.xla, label_smoothing=tcfg.label_smoothing)
-    cbs = (_callbacks(run_dir, ckpt, manager, history_doc, tracker, say)
-           + _optional_callbacks(cfg, train_ds, val_ds, optimizer, run_dir, tracker, task.chief, say)
-           + list(callbacks))
+    optional, teleport = _optional_callbacks(cfg, train_epoch, val_ds, optimizer, run_dir, tracker, task.chief,
+                                             say, position)
+    signals = checkpointing.StopSignals(task, isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
+    cbs = (_callbacks(run_dir, job, signals, trainer, train_steps, tcfg.checkpoint_every_steps,
+                      position.global_step if position else 0, history_doc, tracker,
+                      lambda: len(teleport.history) if teleport else 0, task.chief)
+           + optional + list(callbacks))
     status = "FAILED"
+    signals.install()
     try:
-        trainer.fit(train_ds, val_ds, epochs=tcfg.epochs, initial_epoch=initial_epoch, train_steps=train_steps,
-                    callbacks=cbs, log_every=tcfg.log_every)
-        history = history_doc["epochs"]
-
-        test = trainer.evaluate(trainer.distribute(test_ds), collect=True)
-        minutes = (time.time() - t_start) / 60
-        result = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "run_dir": str(run_dir),
-                  "history": history, "compilations": dict(trainer.compilations), "resumed": initial_epoch > 0,
-                  "mlflow_run_id": tracker.run_id if tracker else None, "export_path": None}
-        if task.chief:
-            final = {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
-                     "best_val_accuracy": max((h.get("val_accuracy", 0.0) for h in history), default=0.0),
-                     "xla_compilations": float(sum(trainer.compilations.values())),
-                     "wall_minutes": minutes}
-            curves = plots.learning_curves(history, run_dir / "learning_curves.png", title=run_dir.name)
-            confusion = plots.confusion_matrix(test["labels"], test["predictions"], info["class_names"],
-                                               run_dir / "confusion_matrix.png", title=f"{data.test_split}:")
-            (run_dir / "model_summary.txt").write_text(_summary(model))
-            if tracker:
-                tracker.log_metrics(final, step=len(history))
-                for path in (curves, confusion, run_dir / "model_summary.txt", run_dir / "history.json"):
-                    tracker.log_artifact(path, "plots" if path.suffix == ".png" else None)
-            if cfg.export.enabled:
-                result["export_path"] = str(_export(cfg, model, info, test_ds, tracker, say,
-                                                    test={"accuracy": test["accuracy"], "loss": test["loss"]},
-                                                    checkout=checkout))
-        history_doc["completed"] = True
-        history_doc["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
-        if task.chief:
-            write_json(run_dir / "history.json", history_doc)
+        try:
+            trainer.fit(train_epoch, val_ds, epochs=tcfg.epochs, initial_epoch=initial_epoch,
+                        train_steps=train_steps, callbacks=cbs, log_every=tcfg.log_every,
+                        initial_step=initial_step, initial_totals=initial_totals)
+            if signals.received and not signals.multi_worker:
+                # Every epoch is checkpointed; the test and the export run when it is resumed.
+                raise checkpointing.Stopped(signals.received, job.position())
+            result = _finish(cfg, info, model, trainer, test_ds, history_doc, run_dir, tracker, checkout,
+                             task, say, t_start, resumed=position is not None)
+        except tf.errors.OpError as e:
+            if task.num_workers > 1 and checkpointing.worker_lost(e):
+                latest = tf.train.latest_checkpoint(ckpt_dir)
+                raise checkpointing.WorkerLostError(
+                    f"lost contact with another worker ({str(e).strip().splitlines()[0][:160]}); the job "
+                    f"checkpoint is {latest or 'not written yet'}: restart every worker with the same command "
+                    f"to resume from it") from None
+            raise
         status = "FINISHED"
+    except BaseException as e:
+        e.run_dir = run_dir  # for the resume advice of main()
+        if isinstance(e, KeyboardInterrupt):
+            status = "KILLED"
+        raise
     finally:
+        signals.close()
+        job.close()
         if tracker is not None:
-            if status == "FINISHED":
-                tracker.finish("FINISHED")
-            else:
-                # An exception: the run can be resumed, so the MLflow run is marked failed only for now.
-                tracker.finish("FAILED")
+            # Not FINISHED: the run can be resumed, and the same MLflow run then ends FINISHED.
+            tracker.finish(status)
+    return result
+
+
+def _finish(cfg, info, model, trainer, test_ds, history_doc, run_dir, tracker, checkout, task, say, t_start,
+            resumed) -> dict:
+    """Test, plots, export and the final record, once every epoch is trained."""
+    from pipelines import plots
+
+    data = cfg.data
+    history = history_doc["epochs"]
+    test = trainer.evaluate(trainer.distribute(test_ds), collect=True)
+    minutes = (time.time() - t_start) / 60
+    result = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "run_dir": str(run_dir),
+              "history": history, "compilations": dict(trainer.compilations), "resumed": resumed,
+              "mlflow_run_id": tracker.run_id if tracker else None, "export_path": None}
+    if task.chief:
+        final = {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
+                 "best_val_accuracy": max((h.get("val_accuracy", 0.0) for h in history), default=0.0),
+                 "xla_compilations": float(sum(trainer.compilations.values())),
+                 "wall_minutes": minutes}
+        curves = plots.learning_curves(history, run_dir / "learning_curves.png", title=run_dir.name)
+        confusion = plots.confusion_matrix(test["labels"], test["predictions"], info["class_names"],
+                                           run_dir / "confusion_matrix.png", title=f"{data.test_split}:")
+        (run_dir / "model_summary.txt").write_text(_summary(model))
+        if tracker:
+            tracker.log_metrics(final, step=len(history))
+            for path in (curves, confusion, run_dir / "model_summary.txt", run_dir / "history.json"):
+                tracker.log_artifact(path, "plots" if path.suffix == ".png" else None)
+        if cfg.export.enabled:
+            result["export_path"] = str(_export(cfg, model, info, test_ds, tracker, say,
+                                                test={"accuracy": test["accuracy"], "loss": test["loss"]},
+                                                checkout=checkout))
+    history_doc["completed"] = True
+    history_doc["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
+    if task.chief:
+        write_json(run_dir / "history.json", history_doc)
     say(f"test accuracy: {result['test_accuracy']:.4f} (loss {result['test_loss']:.4f}) on "
         f"{test['examples']} {data.name} {data.test_split} sets; chance {1 / info['num_classes']:.3f}; "
         f"{(time.time() - t_start) / 60:.1f} min")
@@ -449,7 +572,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resume_command(argv: list[str], run_dir: pathlib.Path | None, cfg: Config) -> str:
+    """The command that resumes the run in ``run_dir``: the same one without --fresh, pinned to the
+    run's folder when the plain command could pick another unfinished run of that name."""
+    import shlex
+
+    args = [a for a in argv if a != "--fresh"]
+    if cfg.train.resume == "never" and len(args) == len(argv):
+        args += ["--set", "train.resume=auto"]  # --set train.resume=never: a later --set wins
+    if run_dir is not None and (cfg.train.resume == "never" or run_dir.name != (cfg.run_name or
+                                                                                default_run_name(cfg))):
+        args += ["--set", f"run_name={run_dir.name}"]
+    return "python -m pipelines.train" + ("" if not args else " " + shlex.join(args))
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.sync:
         from pipelines.tracking import sync
@@ -466,18 +604,28 @@ def main(argv=None) -> int:
     if args.print_config:
         print(config_lib.dump(cfg), end="")
         return 0
+    from pipelines.checkpointing import (EXIT_INTERRUPTED, EXIT_WORKER_LOST, CheckpointMismatchError, Stopped,
+                                         WorkerLostError)
     from pipelines.datasets import DataNotFoundError
     from pipelines.distribute import StrategyError
 
     try:
         train(cfg)
-    except (DataNotFoundError, StrategyError, ConfigError) as e:
+    except (DataNotFoundError, StrategyError, ConfigError, CheckpointMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted; the last completed epoch is checkpointed: run the same command to resume",
-              file=sys.stderr)
-        return 130
+    except WorkerLostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_WORKER_LOST
+    except Stopped as e:
+        where = e.position.describe() if e.position is not None else "at the last checkpoint"
+        print(f"\n{e.signal_name}: stopped {where}, checkpoint written; resume with: "
+              f"{_resume_command(argv, getattr(e, 'run_dir', None), cfg)}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt as e:
+        print(f"\ninterrupted; resume from the last checkpoint with: "
+              f"{_resume_command(argv, getattr(e, 'run_dir', None), cfg)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
 

@@ -138,6 +138,22 @@ class TeleportCallback(keras.callbacks.Callback):
                    max_grad_growth=cfg["max_grad_growth"],
                    optimizer_state=cfg["optimizer_state"], loss=loss, optimizer=optimizer, verbose=verbose)
 
+    def resume_at(self, teleports_done: int, *, epoch: int, step_in_epoch: int, global_step: int) -> None:
+        """Continue a run restored from a checkpoint instead of starting the schedule afresh.
+
+        Args:
+            teleports_done: teleports made before the checkpoint (they count against
+                ``max_teleports``; ``data`` should be positioned after the batches they used).
+            epoch: the epoch in progress (0-based); its start-of-epoch teleport was made
+                already when ``step_in_epoch`` > 0.
+            step_in_epoch: steps of ``epoch`` done.
+            global_step: optimizer steps done; scheduled ``steps`` before it are past.
+        """
+        self.history = [{"restored": True}] * teleports_done
+        if step_in_epoch:
+            self.epochs = [e for e in self.epochs if e != epoch]
+        self._pending_steps = [s for s in self.steps if s >= global_step]
+
     def on_train_begin(self, logs=None):
         # Fails at the start of training (not mid-run) when the model has no usable symmetry.
         self._symmetries = find_symmetries(self.model)

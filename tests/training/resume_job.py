@@ -1,12 +1,15 @@
-"""A training job that stops dead once, mid-epoch, so that a test can SIGKILL it (test_resume.py).
+"""``python -m pipelines.train`` that holds once, after a chosen step, so that a test can signal it.
 
-    python resume_job.py MARKER [KEY=VALUE ...]
+    python resume_job.py MARKER PAUSE_STEP [KEY=VALUE ...]
 
-Runs `pipelines.train.train` on the config from the overrides. The first time (no MARKER file
-yet) it blocks in the middle of the second epoch, after epoch 1's checkpoint, and writes MARKER
-so the test knows when to kill it; afterwards the same command trains through.
+The KEY=VALUE overrides are passed as ``--set``. The first time (no MARKER file yet) the job
+holds after global step PAUSE_STEP (1-based, over all epochs), writes MARKER (its pid) so the test
+knows, and waits until a file MARKER.go appears (a test that SIGKILLs it never makes one);
+afterwards the same command trains through. Exit codes and messages are those of
+``python -m pipelines.train``.
 """
 
+import functools
 import os
 import pathlib
 import sys
@@ -14,28 +17,27 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-PAUSE_EPOCH, PAUSE_BATCH = 1, 2  # 0-based: the third batch of the second epoch
-
 
 def main():
-    marker = pathlib.Path(sys.argv[1])
+    marker, pause_step, overrides = pathlib.Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+    release = marker.with_name(marker.name + ".go")
     import keras
 
-    from pipelines.config import load_config
-    from pipelines.train import train
+    from pipelines import train as train_lib
 
-    class StopDeadOnce(keras.callbacks.Callback):
-        epoch = -1
-
-        def on_epoch_begin(self, epoch, logs=None):
-            self.epoch = epoch
+    class HoldOnce(keras.callbacks.Callback):
+        steps = 0
+        first_run = not marker.exists()
 
         def on_train_batch_end(self, batch, logs=None):
-            if self.epoch == PAUSE_EPOCH and batch == PAUSE_BATCH and not marker.exists():
+            self.steps += 1
+            if self.first_run and self.steps == pause_step:
                 marker.write_text(f"{os.getpid()}\n")
-                time.sleep(600)  # the test kills the process here
+                while not release.exists():
+                    time.sleep(0.05)
 
-    train(load_config(None, sys.argv[2:]), callbacks=[StopDeadOnce()])
+    train_lib.train = functools.partial(train_lib.train, callbacks=[HoldOnce()])
+    sys.exit(train_lib.main(["--set", *overrides] if overrides else []))
 
 
 if __name__ == "__main__":
