@@ -102,9 +102,14 @@ class TrainConfig(Section):
     label_smoothing: float = setting(0.0, "label smoothing", min=0.0, max=1.0, max_exclusive=True)
     strategy: str = setting("auto", "tf.distribute strategy", choices=("auto", "one_device", "mirrored", "multi_worker"))
     xla: bool = setting(True, "compile the step with XLA (jit_compile)")
+    steps_per_execution: int = setting(1, "training steps per call of the compiled function (as Keras' "
+                                       "steps_per_execution; batch callbacks run once per call)", min=1, max=100000)
+    mixed_precision: str = setting("none", "compute dtype with float32 variables (Keras mixed policy; float16 adds "
+                                   "loss scaling); none: float32", choices=("none", "bfloat16", "float16"))
     resume: str = setting("auto", "auto: resume an unfinished run of the same name; never: always start afresh",
                           choices=("auto", "never"))
-    log_every: int = setting(1, "progress-bar update interval in steps", min=1)
+    log_every: int = setting(10, "read the running loss and accuracy from the device and update the progress "
+                             "bar every this many steps", min=1)
     deterministic: bool = setting(False, "TensorFlow op determinism: a run and its resumption after a kill are "
                                   "bit-identical (slower; docs/training.md)")
     checkpoint_every_steps: int | None = setting(None, "also checkpoint every this many steps inside an epoch "

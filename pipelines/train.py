@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -50,8 +51,8 @@ def config_digest(cfg: Config) -> str:
 
 
 def default_run_name(cfg: Config) -> str:
-    if cfg.model.type == "pointnet":
-        arch = "pointnet"
+    if cfg.model.type.startswith("pointnet"):
+        arch = cfg.model.type
     else:
         arch = "setnet-" + "".join(b.kind[0] for b in cfg.model.blocks)  # l / q / f per block
     data = cfg.data.name.replace("/", "-")
@@ -116,10 +117,35 @@ def make_optimizer(train_cfg: config_lib.TrainConfig, steps_per_epoch: int):
         schedule = lr
     name = train_cfg.optimizer
     if name == "adam":
-        return keras.optimizers.Adam(schedule)
-    if name == "adamw":
-        return keras.optimizers.AdamW(schedule, weight_decay=train_cfg.weight_decay)
-    return keras.optimizers.SGD(schedule, momentum=train_cfg.momentum, nesterov=True)
+        optimizer = keras.optimizers.Adam(schedule)
+    elif name == "adamw":
+        optimizer = keras.optimizers.AdamW(schedule, weight_decay=train_cfg.weight_decay)
+    else:
+        optimizer = keras.optimizers.SGD(schedule, momentum=train_cfg.momentum, nesterov=True)
+    if train_cfg.mixed_precision == "float16":
+        # float16 gradients underflow without a loss scale; bfloat16 has float32's exponent range.
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+POLICIES = {"none": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+
+
+def _with_precision_policy(fn):
+    """Runs ``fn(cfg, ...)`` under the Keras dtype policy of ``cfg.train.mixed_precision``, set
+    before any model is built (layers take the policy when created) and restored afterwards, so
+    that a process training several configs (tests, sweeps) does not carry one run's policy on."""
+    @functools.wraps(fn)
+    def wrapper(cfg, *args, **kwargs):
+        import keras
+
+        previous = keras.config.dtype_policy()
+        keras.config.set_dtype_policy(POLICIES[cfg.train.mixed_precision])
+        try:
+            return fn(cfg, *args, **kwargs)
+        finally:
+            keras.config.set_dtype_policy(previous)
+    return wrapper
 
 
 def _callbacks(run_dir, job, signals, trainer, train_steps, every, start, history_doc, tracker, teleports_done,
@@ -308,6 +334,7 @@ def _split_size(name: str, split: str, data: config_lib.DataConfig) -> int:
 # --------------------------------------------------------------------------- training
 
 
+@_with_precision_policy
 def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) -> dict:
     """Run one training job from a resolved config (see `pipelines.config.load_config`).
 
@@ -423,7 +450,8 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         if tracker.run_id:
             say(f"MLflow: run {tracker.run_id} in experiment {cfg.experiment!r} at {uri}")
 
-    trainer = loop.Trainer(model, optimizer, strategy, xla=tcfg.xla, label_smoothing=tcfg.label_smoothing)
+    trainer = loop.Trainer(model, optimizer, strategy, xla=tcfg.xla, label_smoothing=tcfg.label_smoothing,
+                           steps_per_execution=tcfg.steps_per_execution)
     optional, teleport = _optional_callbacks(cfg, train_epoch, val_ds, optimizer, run_dir, tracker, task.chief,
                                              say, position)
     signals = checkpointing.StopSignals(task, isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))

@@ -113,7 +113,8 @@ def build_classifier(config: ModelConfig | Mapping[str, Any] | None = None, num_
     Args:
         config: a `ModelConfig`, or a mapping of its keys (omitted keys take the defaults,
             docs/training.md lists them; ``blocks`` as mappings with ``kind``). A mapping may
-            carry ``num_classes``. ``type: pointnet`` builds `setnet.models.build_pointnet`.
+            carry ``num_classes``. ``type: pointnet`` builds `setnet.models.build_pointnet`
+            (``pointnet_bn``: with Keras' BatchNormalization, the published network).
         num_classes: number of classes (else the mapping's ``num_classes``).
         name: model name.
 
@@ -131,10 +132,11 @@ def build_classifier(config: ModelConfig | Mapping[str, Any] | None = None, num_
     (None, 4)
     """
     cfg, num_classes = _resolve_model_config(config, num_classes)
-    if cfg.type == "pointnet":
+    if cfg.type in ("pointnet", "pointnet_bn"):
         from setnet.models.pointnet import build_pointnet
 
-        return build_pointnet(num_classes, head_dropout=cfg.head_dropout, name="pointnet")
+        return build_pointnet(num_classes, head_dropout=cfg.head_dropout, name=cfg.type,
+                              normalization="batch" if cfg.type == "pointnet_bn" else "set")
     regularizer = keras.regularizers.L2(cfg.l2) if cfg.l2 else None
 
     points = keras.Input((None, 3), name="points")

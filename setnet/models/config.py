@@ -86,7 +86,9 @@ class ModelConfig(Section):
     `from_dict`; `setnet.models.build_classifier` accepts either.
     """
 
-    type: str = setting("setnet", "architecture", choices=("setnet", "pointnet"))
+    type: str = setting("setnet", "architecture (pointnet: PointNet with SetNormalization, exact under padding; "
+                        "pointnet_bn: with Keras' BatchNormalization, for fixed-size sets)",
+                        choices=("setnet", "pointnet", "pointnet_bn"))
     blocks: tuple[Block, ...] = setting((LinearBlock(units=64), LinearBlock(units=128)),
                                         "equivariant blocks, in order", variants=BLOCKS)
     global_pool: str = setting("max", "masked invariant pooling over the set", choices=("max", "mean", "sum"))
