@@ -210,3 +210,37 @@ def test_grpc_only_on_a_unix_socket_stops_cleanly_on_sigterm(base, server, tmp_p
         proc.proc.send_signal(signal.SIGTERM)
         assert proc.proc.wait(timeout=30) == 0
     assert "Traceback" not in proc.log_path.read_text()
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+
+
+def test_memory_returns_after_bursts_of_rejected_requests(server, stubs):
+    """Two bursts of 8 concurrent 11 MiB requests, each rejected for one NaN: the server's
+    resident memory grows during a burst and is back within 10% two seconds after it."""
+    import concurrent.futures
+
+    proc, predictions = server[0].proc, stubs[0]
+    x = np.random.default_rng(0).normal(size=(16, 60_000, 3)).astype(np.float32)
+    x[-1, -1, -1] = np.nan
+    request = predict_request(x)
+    predictions.Predict(predict_request(clouds()), timeout=60)
+    time.sleep(1)
+    before = _rss_mib(proc.pid)
+    for burst in range(2):
+        peak = [before]
+
+        def reject(_):
+            code, _ = _fails(predictions.Predict, request)
+            peak[0] = max(peak[0], _rss_mib(proc.pid))
+            return code
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(reject, range(8))) == {grpc.StatusCode.INVALID_ARGUMENT}
+        assert peak[0] > before + 40, f"burst {burst} did not raise the memory: {peak[0]:.0f} MiB"
+        time.sleep(2)
+        after = _rss_mib(proc.pid)
+        assert after <= 1.1 * before, (f"burst {burst}: {after:.0f} MiB two seconds after, "
+                                       f"{before:.0f} MiB before")

@@ -51,6 +51,7 @@ from serving.server.config import Limits
 from serving.server.errors import ServingError, invalid
 from serving.server.handlers import (classify_regress_error, find_servable, run_signature,
                                      status_proto)
+from serving.server.memory import HeapTrimmer, detach
 from serving.server.servable import DEFAULT_SIGNATURE
 from serving.server.versions import ModelRegistry
 
@@ -98,7 +99,7 @@ def tensor_to_array(proto: tensor_pb2.TensorProto, alias: str, limits: Limits) -
         try:
             itemsize = np.dtype(tf.dtypes.as_dtype(proto.dtype).as_numpy_dtype).itemsize
         except (TypeError, ValueError):
-            raise invalid(f"tensor parsing error: {alias}")
+            raise invalid(f"tensor parsing error: {alias}") from None
         size = int(np.prod(dims, dtype=np.float64)) * itemsize
         if size > _MAX_EXPANSION * limits.max_body_bytes:
             raise invalid(f"Input '{alias}' of shape [{','.join(map(str, dims))}] would take "
@@ -108,7 +109,7 @@ def tensor_to_array(proto: tensor_pb2.TensorProto, alias: str, limits: Limits) -
     try:
         return tf.make_ndarray(proto)
     except (TypeError, ValueError):
-        raise invalid(f"tensor parsing error: {alias}")
+        raise invalid(f"tensor parsing error: {alias}") from None
 
 
 def array_to_tensor(array: np.ndarray, out: tensor_pb2.TensorProto) -> None:
@@ -131,19 +132,34 @@ def array_to_tensor(array: np.ndarray, out: tensor_pb2.TensorProto) -> None:
     getattr(out, field[1]).extend(values)
 
 
+def _tensor_bytes(request) -> int:
+    """About the size of a request's tensors, without serializing it (ByteSize does)."""
+    inputs = getattr(request, "inputs", None)
+    if inputs is None:
+        return 0
+    return sum(len(t.tensor_content) + 8 * (len(t.float_val) + len(t.double_val) +
+                                            len(t.int_val) + len(t.int64_val) +
+                                            len(t.bool_val) + len(t.string_val))
+               for t in inputs.values())
+
+
 def _answers(method):
     """Runs one RPC: a `ServingError` becomes its gRPC status with the message cut as
-    TF Serving cuts it; anything else is INTERNAL and logged."""
+    TF Serving cuts it; anything else is INTERNAL and logged. Large requests ask the
+    server's `HeapTrimmer` to give their memory back once things are quiet."""
 
     @functools.wraps(method)
     def rpc(self, request, context):
         try:
             return method(self, request)
         except ServingError as err:
-            code, message = grpc_code(err.code), err.message
+            code, message = grpc_code(err.code), detach(err).message
         except Exception as err:  # never let one request take the server down
             log.exception("unexpected error in %s", method.__name__)
-            code, message = grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {err}"
+            code, message = grpc.StatusCode.INTERNAL, f"{type(err).__name__}: {detach(err)}"
+        finally:
+            if self.trimmer is not None:
+                self.trimmer.note(_tensor_bytes(request))
         if len(message) > MESSAGE_LIMIT:
             message = message[:MESSAGE_LIMIT] + "...TRUNCATED"
         # Aborting here, after the except clause, keeps the error (and through its frames
@@ -172,8 +188,10 @@ def _servable(registry: ModelRegistry, spec):
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """`tensorflow.serving.PredictionService` on the registry's loaded versions."""
 
-    def __init__(self, registry: ModelRegistry, limits: Limits):
+    def __init__(self, registry: ModelRegistry, limits: Limits,
+                 trimmer: HeapTrimmer | None = None):
         self.registry, self.limits = registry, limits
+        self.trimmer = trimmer or HeapTrimmer()
 
     @_answers
     def Predict(self, request):
@@ -266,6 +284,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
     def __init__(self, registry: ModelRegistry):
         self.registry = registry
+        self.trimmer = None  # status requests are small
 
     @_answers
     def GetModelStatus(self, request):
@@ -282,7 +301,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def create_grpc_server(registry: ModelRegistry, limits: Limits, addresses: list[str],
-                      max_threads: int = 16):
+                       max_threads: int = 16, trimmer: HeapTrimmer | None = None):
     """PredictionService and ModelService bound to `addresses`, not yet started.
 
     Args:
@@ -292,6 +311,7 @@ def create_grpc_server(registry: ModelRegistry, limits: Limits, addresses: list[
             RESOURCE_EXHAUSTED).
         addresses: e.g. `["127.0.0.1:8500", "unix:/tmp/tfs.sock"]`; port 0 picks a free port.
         max_threads: worker threads (tensorflow_model_server's --grpc_max_threads).
+        trimmer: the server's `HeapTrimmer` (default: one of its own).
 
     Returns:
         `(server, ports)`: the `grpc.Server` (`server.start()` serves, `server.stop(grace)`
@@ -312,7 +332,7 @@ def create_grpc_server(registry: ModelRegistry, limits: Limits, addresses: list[
             ("grpc.max_send_message_length", -1),
         ])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(registry, limits), server)
+        PredictionService(registry, limits, trimmer), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry), server)
     ports = []
     for address in addresses:
