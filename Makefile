@@ -76,8 +76,13 @@ EXPORT     ?= setnet-default
 SERVE_PORT ?= 8501
 GRPC_PORT  ?= 8500
 serve: $(STAMP)  ## embedded TF-Serving-compatible server on $(EXPORTS)/$(EXPORT) as model "setnet": REST $(SERVE_PORT), gRPC $(GRPC_PORT) (docs/serving.md)
+ifeq ($(wildcard $(EXPORTS)/models.config),)
 	@ls $(EXPORTS)/$(EXPORT)/[0-9]*/saved_model.pb >/dev/null 2>&1 || { echo "error: no exported model under $(EXPORTS)/$(EXPORT)/<version>/; run 'make train' first, or pick another folder under $(EXPORTS)/ with EXPORT=<name>"; exit 1; }
 	$(PY) -m serving.server --model-config-file serving/models.config --model-base-path $(EXPORTS)/$(EXPORT) --rest_api_port $(SERVE_PORT) --port $(GRPC_PORT) $(ARGS)
+else
+	@echo "serving what make promote chose: $(EXPORTS)/models.config (re-read every 2 s; delete it to serve $(EXPORTS)/$(EXPORT) instead)"
+	$(PY) -m serving.server --model-config-file $(EXPORTS)/models.config --model_config_file_poll_wait_seconds 2 --rest_api_port $(SERVE_PORT) --port $(GRPC_PORT) $(ARGS)
+endif
 
 serve-docker:  ## tensorflow/serving on $(EXPORTS)/$(EXPORT) with serving/models.config (docker-compose.yml; REST 8501, gRPC 8500)
 	@ls $(EXPORTS)/$(EXPORT)/[0-9]*/saved_model.pb >/dev/null 2>&1 || { echo "error: no exported model under $(EXPORTS)/$(EXPORT)/<version>/; run 'make train' first, or pick another folder under $(EXPORTS)/ with EXPORT=<name>"; exit 1; }

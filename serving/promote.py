@@ -390,8 +390,9 @@ def _parser() -> argparse.ArgumentParser:
                                                                         "(label canary); default: %(default)s")
     p.add_argument("--rollback", action="store_true", help="move champion back to its previous version")
     p.add_argument("--base-path", default=None, help="the served model's base path (default: exports/<model>)")
-    p.add_argument("--model-config-file", default="serving/models.config",
-                   help="models.config to rewrite (default: %(default)s)")
+    p.add_argument("--model-config-file", default=None,
+                   help="models.config to rewrite (default: models.config beside the base path, as TF "
+                        "Serving's /models/models.config beside /models/<model>; created when missing)")
     p.add_argument("--tracking-uri", default=None, help="the registry (default: $MLFLOW_TRACKING_URI, else "
                                                         "sqlite:///<runs-dir>/mlflow.db)")
     p.add_argument("--runs-dir", default="runs", help="the configs' runs_dir (default: %(default)s)")
@@ -403,8 +404,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        promote(args.model, args.version, args.alias, base_path=args.base_path or f"exports/{args.model}",
-                model_config_file=args.model_config_file, tracking_uri=args.tracking_uri, runs_dir=args.runs_dir,
+        base_path = pathlib.Path(args.base_path or f"exports/{args.model}")
+        promote(args.model, args.version, args.alias, base_path=base_path,
+                model_config_file=args.model_config_file or base_path.parent / "models.config", tracking_uri=args.tracking_uri, runs_dir=args.runs_dir,
                 server=args.server, rollback=args.rollback)
     except PromoteError as e:
         print(f"error: {e}", file=sys.stderr)
