@@ -75,9 +75,8 @@ def test_status_document(url):
     assert r.json() == {"model_version_status": [
         {"version": "2", "state": "AVAILABLE", "status": ok},
         {"version": "1", "state": "AVAILABLE", "status": ok}]}
-    for path in ("/versions/1", "/labels/stable"):
-        assert httpx.get(f"{url}/v1/models/tiny{path}").json() == {"model_version_status": [
-            {"version": "1", "state": "AVAILABLE", "status": ok}]}
+    assert httpx.get(f"{url}/v1/models/tiny/versions/1").json() == {"model_version_status": [
+        {"version": "1", "state": "AVAILABLE", "status": ok}]}
 
 
 def test_metadata_renders_the_saved_model_signature_defs(url, base):
@@ -147,7 +146,8 @@ BAD_REQUESTS = [
      "JSON Parse error: Invalid value."),
     ("truncated JSON", "POST", M + ":predict", b'{"instances": [[[1, 2, 3]]', 400,
      "JSON Parse error"),
-    ("not UTF-8", "POST", M + ":predict", b'{"instances": "\xff"}', 400, "Invalid encoding"),
+    ("not UTF-8 in a string", "POST", M + ":predict", b'{"instances": "\xff"}', 400,
+     "Expecting 'instances' to be an list/array"),
     ("too deeply nested", "POST", M + ":predict", b"[" * 100000 + b"]" * 100000, 400,
      "JSON Parse error"),
     ("top level not an object", "POST", M + ":predict", b"[1, 2]", 400, "Is not object"),
@@ -156,7 +156,7 @@ BAD_REQUESTS = [
     ("both keys", "POST", M + ":predict", {"instances": [[[1, 2, 3]]], "inputs": [[[1, 2, 3]]]},
      400, "expecting only one of 'inputs' or 'instances' keys to exist"),
     ("instances not a list", "POST", M + ":predict", {"instances": 5}, 400,
-     "Excepting 'instances' to be an list/array"),
+     'JSON Value: {\n    "instances": 5\n} Expecting \'instances\' to be an list/array'),
     ("no instances", "POST", M + ":predict", {"instances": []}, 400,
      "No values in 'instances' array"),
     ("instances of different shapes", "POST", M + ":predict",
@@ -177,8 +177,13 @@ BAD_REQUESTS = [
      400, "NaN or Inf coordinates (the first in cloud 0, point 0)"),
     ("Infinity coordinate", "POST", M + ":predict", b'{"inputs": [[[0, 0, 0], [1, -Infinity, 2]]]}',
      400, "1 NaN or Inf coordinates (the first in cloud 0, point 1)"),
-    ("float32 overflow", "POST", M + ":predict", {"inputs": [[[1e39, 0, 0]]]}, 400,
-     "to float without loss of precision"),
+    ("beyond float32: Inf", "POST", M + ":predict", {"inputs": [[[1e39, 0, 0]]]}, 400,
+     "1 NaN or Inf coordinates (the first in cloud 0, point 0)"),
+    ("beyond double", "POST", M + ":predict", b'{"inputs": [[[1e400, 0, 0]]]}', 400,
+     "JSON Parse error: Number too big to be stored in double. at offset: 14"),
+    ("beyond double after a NaN", "POST", M + ":predict",
+     b'{"inputs": [[[NaN, 0, 0], [-1e400, 0, 0]]]}', 400,
+     "JSON Parse error: Number too big to be stored in double. at offset: 27"),
     ("empty set", "POST", M + ":predict", {"instances": [[]]}, 400, "an empty set"),
     ("empty set through the mask", "POST", M + ":predict",
      {"signature_name": "serving_masked",
@@ -210,7 +215,7 @@ BAD_REQUESTS = [
      400, 'Serving signature name: "nope" not found in signature def'),
     ("init op as signature", "POST", M + ":predict",
      {"signature_name": "__saved_model_init_op", "instances": [1]}, 400,
-     "Expected prediction signature method_name"),
+     "Failed to get input map for signature: __saved_model_init_op"),
     ("unknown model", "POST", "/v1/models/nope:predict", GOOD, 404,
      "Servable not found for request: Latest(nope)"),
     ("unknown version", "POST", M + "/versions/9:predict", GOOD, 404,
@@ -219,8 +224,29 @@ BAD_REQUESTS = [
      "Unrecognized servable version label: beta"),
     ("version too large", "POST", M + "/versions/99999999999999999999:predict", GOOD, 400,
      "Failed to convert version: 99999999999999999999 to numeric."),
-    ("classify on predict signatures", "POST", M + ":classify", GOOD, 400,
-     "Expected classify signature method_name to be tensorflow/serving/classify"),
+    ("classify without examples", "POST", M + ":classify", {"instances": [[[1, 2, 3]]]}, 400,
+     "JSON Value: {\n    \"instances\": [[[1, 2, 3]]]\n} When method is classify, key "
+     "'examples' is expected and was not found"),
+    ("regress without examples", "POST", M + ":regress", {"inputs": 1}, 400,
+     "When method is classify, key 'examples' is expected and was not found"),
+    ("examples not objects", "POST", M + ":classify", {"examples": [[1, 2]]}, 400,
+     "Example must be JSON object but got JSON Array"),
+    ("examples of mixed kinds", "POST", M + ":classify", {"examples": [{"x": [1.5, "a"]}]},
+     400, "Unexpected element type in feature: x expecting type: float"),
+    ("classify on a predict signature", "POST", M + ":classify",
+     {"examples": [{"x": [1.5]}]}, 400,
+     "No classification inputs found in SignatureDef: inputs {\n  key: \"points\""),
+    ("regress on a predict signature", "POST", M + ":regress", {"examples": [{"x": [1.5]}]},
+     400, "Expected one output Tensor."),
+    ("classify on a model that is not there", "POST", "/v1/models/nope:classify",
+     {"examples": [{"x": [1.5]}]}, 404, "Servable not found for request: Latest(nope)"),
+    ("OPTIONS without Origin", "OPTIONS", M + ":predict", None, 400,
+     "Origin header is missing in CORS preflight"),
+    ("gzip that does not inflate", "POST", M + ":predict", b"\x1f\x8b not gzip", 400,
+     "JSON Parse error: The document is empty (the body says Content-Encoding: gzip"),
+    ("gzip inflating over the maximum", "POST", M + ":predict",
+     __import__("gzip").compress(b" " * 1_000_001), 413,
+     "inflates to more than this server's maximum of 1000000 bytes"),
     ("status of unknown model", "GET", "/v1/models/nope", None, 404,
      "Could not find any versions of model nope"),
     ("status of unknown version", "GET", M + "/versions/9", None, 404,
@@ -239,7 +265,8 @@ BAD_REQUESTS = [
 def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(url, what, method, path, body,
                                                                  status, fragment):
     content = body if isinstance(body, (bytes, type(None))) else json.dumps(body).encode()
-    r = httpx.request(method, url + path, content=content, timeout=60)
+    headers = {"Content-Encoding": "gzip"} if what.startswith("gzip") else {}
+    r = httpx.request(method, url + path, content=content, headers=headers, timeout=60)
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
     assert fragment in r.json()["error"], r.json()["error"]
@@ -249,6 +276,58 @@ def test_bad_input_gets_a_clear_4xx_and_the_server_keeps_serving(url, what, meth
 
 def test_paths_outside_v1_are_not_found(url):
     assert httpx.get(f"{url}/healthz").status_code == 404
+
+
+def test_gzip_bodies_are_inflated_and_trailing_bytes_ignored(url):
+    import gzip
+
+    body = json.dumps({"instances": clouds(2, 30, seed=4).tolist()}).encode()
+    plain = httpx.post(f"{url}/v1/models/tiny:predict", content=body)
+    assert plain.status_code == 200
+    zipped = httpx.post(f"{url}/v1/models/tiny:predict", content=gzip.compress(body),
+                        headers={"Content-Encoding": "gzip"})
+    assert zipped.status_code == 200 and zipped.json() == plain.json()
+    # rapidjson stops after the first value, so TF Serving ignores what follows it.
+    for tail in (b" trailing words", b'{"instances": 5}', b"\x00\xff"):
+        r = httpx.post(f"{url}/v1/models/tiny:predict", content=body + tail)
+        assert r.status_code == 200 and r.json() == plain.json(), r.text
+    both = httpx.post(f"{url}/v1/models/tiny:predict",
+                      content=b'{"instances": [[[1, 2, NaN]]]} junk')
+    assert "NaN or Inf" in both.json()["error"]
+
+
+def test_status_by_label_lists_every_version_as_tf_serving(url):
+    every = httpx.get(f"{url}/v1/models/tiny").json()
+    assert len(every["model_version_status"]) == 2
+    for label in ("stable", "canary", "no-such-label"):
+        r = httpx.get(f"{url}/v1/models/tiny/labels/{label}")
+        assert r.status_code == 200 and r.json() == every
+    r = httpx.get(f"{url}/v1/models/nope/labels/stable")
+    assert r.status_code == 404
+    assert r.json()["error"] == "Could not find any versions of model nope"
+    # Metadata and predict still resolve the label.
+    meta = httpx.get(f"{url}/v1/models/tiny/labels/stable/metadata").json()
+    assert meta["model_spec"]["version"] == "1"
+
+
+def test_cors_preflight_and_headers(url, base):
+    ok = httpx.options(f"{url}/v1/models/tiny:predict",
+                       headers={"Origin": "https://app.example",
+                                "Access-Control-Request-Method": "POST"})
+    assert ok.status_code == 200 and ok.content == b""
+    assert "access-control-allow-origin" not in ok.headers
+    registry = ModelRegistry([ModelConfig("tiny", str(base))], poll_seconds=0)
+    registry.poll_once()
+    with serve_in_thread(create_app(registry, LIMITS, cors=True)) as cors_url:
+        want = {"access-control-allow-origin": "*",
+                "access-control-allow-methods": "POST, GET",
+                "access-control-allow-headers": "Content-Type"}
+        for r in (httpx.options(f"{cors_url}/v1/models/tiny:predict",
+                                headers={"Origin": "http://localhost:3000"}),
+                  httpx.post(f"{cors_url}/v1/models/tiny:predict", json=GOOD),
+                  httpx.post(f"{cors_url}/v1/models/tiny:predict", json={"x": 1}),
+                  httpx.get(f"{cors_url}/v1/models/tiny")):
+            assert {k: r.headers.get(k) for k in want} == want, (r.status_code, r.headers)
 
 
 class _Gate:
@@ -309,6 +388,10 @@ def test_new_versions_load_in_the_background_without_a_restart(models, base, ref
         os.rename(str(_copy(base / "2", hot / ".tmp-2")), hot / "2")
         assert gate.started[2].wait(60)
         assert _states(url) == {2: "LOADING", 1: "AVAILABLE"}
+        # A pinned version that is still loading is not found, as in TF Serving.
+        pinned = httpx.post(f"{url}/v1/models/hot/versions/2:predict", json=body)
+        assert pinned.status_code == 404, pinned.text
+        assert pinned.json()["error"] == "Servable not found for request: Specific(hot, 2)"
         for _ in range(3):
             got = httpx.post(f"{url}/v1/models/hot:predict", json=body).json()
             np.testing.assert_allclose(got["outputs"]["probabilities"], v1, atol=1e-7)

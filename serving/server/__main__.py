@@ -110,7 +110,8 @@ def main(argv=None) -> int:
     if rest_sock is not None:
         import uvicorn
 
-        app = create_app(registry, limits, manage_registry=False)
+        app = create_app(registry, limits, manage_registry=False,
+                         cors=args.rest_api_enable_cors_support)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                lifespan="on", timeout_graceful_shutdown=5))
 

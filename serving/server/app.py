@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import threading
+import zlib
 
 from serving.server.config import Limits
 from serving.server.errors import ServingError, invalid
@@ -50,7 +51,41 @@ def answer(handler, *args) -> tuple[str | None, ServingError | None]:
         return None, ServingError("INTERNAL", f"{type(err).__name__}: {err}")
 
 
-def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_registry=True):
+def inflate_gzip(body: bytes, limit: int) -> bytes:
+    """A `Content-Encoding: gzip` body inflated, as TF Serving's HTTP server does, but never
+    to more than `limit` bytes (413, like a plain body over --max-body-bytes)."""
+    out, size = [], 0
+    data = body
+    try:
+        while data:
+            inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+            chunk = inflater.decompress(data, limit + 1 - size)
+            size += len(chunk)
+            if size > limit:
+                raise ServingError("PAYLOAD_TOO_LARGE", f"The request body inflates to more "
+                                   f"than this server's maximum of {limit} bytes "
+                                   f"(--max-body-bytes); send fewer clouds per request.")
+            if not inflater.eof:
+                raise zlib.error("the compressed data ends early")
+            out.append(chunk)
+            data = inflater.unused_data.lstrip(b"\0")
+    except zlib.error as err:
+        # TF Serving's message: a body it cannot inflate reaches the JSON parser empty.
+        raise invalid(f"JSON Parse error: The document is empty (the body says "
+                      f"Content-Encoding: gzip but does not inflate: {err}; send gzip data "
+                      f"or leave the header out)")
+    return b"".join(out)
+
+
+def predict_body(registry, limits, name, version, label, method, body, gzipped):
+    """`handle_predict` on the request body, inflated first if it came gzipped."""
+    if gzipped:
+        body = inflate_gzip(body, limits.max_body_bytes)
+    return handle_predict(registry, limits, name, version, label, method, body)
+
+
+def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_registry=True,
+               cors: bool = False):
     """The Starlette app serving TF Serving's REST API for the models in `registry`.
 
     Args:
@@ -58,6 +93,8 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
         limits: maxima per request (default `Limits()`).
         manage_registry: start the registry's poller when the app starts and stop it when
             the app stops (False when the caller runs the poller itself).
+        cors: add TF Serving's CORS headers to every answer
+            (`--rest_api_enable_cors_support`).
 
     Returns:
         A Starlette ASGI app (run it with uvicorn).
@@ -75,9 +112,14 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
     inflight = {"n": 0}
     lock = threading.Lock()
 
+    # TF Serving's AddCORSHeaders (http_rest_api_util.cc).
+    cors_headers = {"Access-Control-Allow-Origin": "*",
+                    "Access-Control-Allow-Methods": "POST, GET",
+                    "Access-Control-Allow-Headers": "Content-Type"} if cors else {}
+
     def reply(status: int, text: str, headers=None) -> Response:
         return Response(text, status_code=status, media_type="application/json",
-                        headers=headers)
+                        headers={**cors_headers, **(headers or {})})
 
     def error_reply(err: ServingError) -> Response:
         return reply(err.http_status, json.dumps({"error": err.message}), err.headers)
@@ -104,6 +146,13 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
         try:
             if not V1_RE.fullmatch(path):
                 return Response(status_code=404)
+            if method == "OPTIONS":
+                # A CORS preflight: TF Serving answers it whatever the path, and wants an
+                # Origin; it sends no body, the error JSON here says what was missing.
+                if re.search(r"https?://", request.headers.get("origin", "")):
+                    return Response(status_code=200, headers=cors_headers)
+                raise ServingError("FAILED_PRECONDITION",
+                                   "Origin header is missing in CORS preflight")
             m = PREDICT_RE.fullmatch(path) if method == "POST" else None
             g = STATUS_RE.fullmatch(path) if method == "GET" else None
             if m is None and g is None:
@@ -120,9 +169,10 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
                 try:
                     body = await read_body(request)
                     name, version, label, verb = m.groups()
+                    gzipped = "gzip" in request.headers.get("content-encoding", "").lower()
                     text, err = await run_in_threadpool(
-                        answer, handle_predict, registry, limits, name, parse_version(version),
-                        label, verb.lower(), body)
+                        answer, predict_body, registry, limits, name, parse_version(version),
+                        label, verb.lower(), body, gzipped)
                     trimmer.note(len(body))
                 finally:
                     with lock:
@@ -152,5 +202,5 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
                 registry.stop()
 
     return Starlette(routes=[Route("/{path:path}", v1, methods=["GET", "POST", "PUT", "DELETE",
-                                                                  "PATCH"])],
+                                                                  "PATCH", "OPTIONS"])],
                      lifespan=lifespan)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import orjson
@@ -32,7 +33,7 @@ import orjson
 from serving.server.errors import ServingError, invalid
 from serving.server.servable import TensorSpec
 
-MAX_ECHO = 200  # characters of a request value quoted back in an error message
+MAX_ECHO = 256  # bytes of a request value TF Serving quotes back (kMaxJsonDebugStringBytes)
 
 
 _RAPIDJSON = [  # Python's json messages -> rapidjson's, which TF Serving prints
@@ -46,39 +47,173 @@ _RAPIDJSON = [  # Python's json messages -> rapidjson's, which TF Serving prints
 ]
 
 
+def _rapidjson_double(x: float) -> str | None:
+    """A double as rapidjson's Writer prints it (shortest digits, its own placement of the
+    decimal point and exponent); None for NaN and Inf, which it refuses to write."""
+    if not math.isfinite(x):
+        return None
+    if x == 0:
+        return "-0.0" if math.copysign(1, x) < 0 else "0.0"
+    sign = "-" if x < 0 else ""
+    mantissa, _, exp = repr(abs(x)).partition("e")
+    whole, _, frac = mantissa.partition(".")
+    digits = (whole + frac.rstrip("0")).lstrip("0") or "0"
+    # value = 0.digits * 10^point, digits without leading zeros.
+    point = len(whole.lstrip("0")) + int(exp or 0) if whole.strip("0") else (
+        int(exp or 0) - (len(frac) - len(frac.lstrip("0"))))
+    digits = digits.rstrip("0") or "0"
+    k = point - len(digits)
+    if 0 <= k and point <= 21:
+        return sign + digits + "0" * k + ".0"
+    if 0 < point <= 21:
+        return sign + digits[:point] + "." + digits[point:]
+    if -6 < point <= 0:
+        return sign + "0." + "0" * -point + digits
+    rest = "." + digits[1:] if len(digits) > 1 else ""
+    return f"{sign}{digits[0]}{rest}e{point - 1}"
+
+
+def _rapidjson_tokens(value, depth: int = 0):
+    """What rapidjson's PrettyWriter (4-space indent, single-line arrays) writes for
+    `value`, one write call at a time: (text, ok); ok False where it stops (NaN, Inf)."""
+    if isinstance(value, dict):
+        yield "{", True
+        for i, (key, item) in enumerate(value.items()):
+            yield ("," if i else "") + "\n" + "    " * (depth + 1) + json.dumps(
+                str(key), ensure_ascii=False), True
+            first = True
+            for text, ok in _rapidjson_tokens(item, depth + 1):
+                yield (": " + text if first else text), ok
+                first = False
+                if not ok:
+                    return
+        yield ("\n" + "    " * depth if value else "") + "}", True
+    elif isinstance(value, list):
+        yield "[", True
+        for i, item in enumerate(value):
+            first = True
+            for text, ok in _rapidjson_tokens(item, depth + 1):
+                yield ((", " if i else "") + text if first else text), ok
+                first = False
+                if not ok:
+                    return
+        yield "]", True
+    elif value is None:
+        yield "null", True
+    elif isinstance(value, bool):
+        yield ("true" if value else "false"), True
+    elif isinstance(value, int) and -2**63 <= value < 2**64:
+        yield str(value), True
+    elif isinstance(value, (int, float)):
+        text = _rapidjson_double(float(value))
+        yield (text or ""), text is not None
+    else:
+        yield json.dumps(value if isinstance(value, str) else str(value),
+                         ensure_ascii=False), True
+
+
 def echo(value) -> str:
-    """A JSON value quoted in an error message, cut short (TF Serving echoes it whole)."""
-    try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=True)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + "...(truncated)"
+    """A JSON value quoted in an error message as TF Serving quotes it: pretty-printed by
+    rapidjson, and cut after the write that reaches 256 bytes.
+
+    >>> print(echo({"instances": 5, "x": [1.5, 1e-07, True]}))
+    {
+        "instances": 5,
+        "x": [1.5, 1e-7, true]
+    }
+    """
+    out, size = [], 0
+    for text, ok in _rapidjson_tokens(value):
+        if size >= MAX_ECHO or not ok:
+            break
+        out.append(text)
+        size += len(text.encode("utf-8", "surrogateescape"))
+    return "".join(out)
+
+
+_TOO_BIG = "Number too big to be stored in double."
+
+
+def _byte_offset(text: str, char_offset: int) -> int:
+    # rapidjson reports byte offsets; Python's parsers count characters.
+    return len(text[:char_offset].encode("utf-8", "surrogateescape"))
 
 
 def parse_json(body: bytes) -> dict:
+    """The request's JSON object, read as TF Serving reads it (rapidjson with NaN and
+    Infinity allowed, stopping after the first complete value: trailing bytes are ignored),
+    or TF Serving's `JSON Parse error: ...` for what it refuses.
+
+    >>> parse_json(b'{"instances": [1, NaN]} trailing bytes')
+    {'instances': [1, nan]}
+    >>> parse_json(b'{"instances": [1e400]}')
+    Traceback (most recent call last):
+    ...
+    serving.server.errors.ServingError: JSON Parse error: Number too big to be stored in double. at offset: 15
+    """
     if not body or not body.strip():
         raise invalid("JSON Parse error: The document is empty")
     try:
         # orjson is much faster on large arrays of numbers; whatever it refuses (NaN and
         # Infinity, which TF Serving accepts, or malformed JSON) goes to json for the answer.
         doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        doc = _parse_json_slow(body)
+    except orjson.JSONDecodeError as err:
+        doc = None
+        if err.msg.startswith("unexpected content after document"):
+            try:
+                doc = orjson.loads(body[:_byte_offset(err.doc, err.pos)])
+            except orjson.JSONDecodeError:
+                pass
+        elif err.msg.startswith("number is infinity"):
+            raise invalid(f"JSON Parse error: {_TOO_BIG} at offset: "
+                          f"{_byte_offset(err.doc, err.pos)}") from None
+        if doc is None:
+            doc = _parse_json_slow(body)
     if not isinstance(doc, dict):
         raise invalid(f"JSON Value: {echo(doc)} Is not object")
     return doc
 
 
+class _NumberTooBig(Exception):
+    def __init__(self, literal: str):
+        super().__init__(literal)
+        self.literal = literal
+
+
+def _checked_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):
+        raise _NumberTooBig(literal)
+    return value
+
+
+def _checked_int(literal: str):
+    value = int(literal)
+    if abs(value) > _DOUBLE_MAX_INT:
+        raise _NumberTooBig(literal)
+    return value
+
+
+_DOUBLE_MAX_INT = int(np.finfo(np.float64).max)
+_DECODER = json.JSONDecoder(parse_float=_checked_float, parse_int=_checked_int)
+
+
 def _parse_json_slow(body: bytes):
+    # rapidjson as TF Serving runs it does not validate UTF-8: bytes that are not UTF-8
+    # pass through strings and after the document.
+    text = body.decode("utf-8", "surrogateescape")
+    start = len(text) - len(text.lstrip(" \t\n\r"))
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise invalid(f"JSON Parse error: Invalid encoding in string. at offset: {err.start}")
-    try:
-        doc = json.loads(text)
+        doc, _ = _DECODER.raw_decode(text, start)
     except json.JSONDecodeError as err:
         msg = next((rj for py, rj in _RAPIDJSON if err.msg.startswith(py)), err.msg)
-        raise invalid(f"JSON Parse error: {msg} at offset: {err.pos}")
+        raise invalid(f"JSON Parse error: {msg} at offset: {_byte_offset(text, err.pos)}")
+    except _NumberTooBig as err:
+        # json does not say where; the first token equal to the literal is where rapidjson
+        # stopped.
+        found = re.search(r"(?<=[\[,:\s])" + re.escape(err.literal) + r"(?=[\s,\]}]|$)", text)
+        offset = _byte_offset(text, found.start()) if found else 0
+        raise invalid(f"JSON Parse error: {_TOO_BIG} at offset: {offset}")
     except RecursionError:
         raise invalid("JSON Parse error: the document is nested too deeply")
     return doc
@@ -113,24 +248,15 @@ def _type_error(v, spec: TensorSpec) -> ServingError:
                    f"{spec.dtype_name}")
 
 
-_F32_MAX_INT = (1 << 24) - 1
-_F32_MAX = float(np.finfo(np.float32).max)
-
-
 def _leaf(v, spec: TensorSpec):
     """One JSON scalar converted for `spec`, with TF Serving's type rules."""
     kind = spec.dtype_name
     if kind in ("float", "double"):
+        # Any JSON number, rounded to the nearest float (beyond float32's range: Inf), as
+        # rapidjson's GetFloat gives TF Serving.
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise _type_error(v, spec)
-        if kind == "float":
-            if isinstance(v, int) and abs(v) > _F32_MAX_INT:
-                raise invalid(f"Cannot convert JSON value: {v} to float without loss of "
-                              f"precision.")
-            if isinstance(v, float) and math.isfinite(v) and abs(v) > _F32_MAX:
-                raise invalid(f"Cannot convert JSON value: {v} to float without loss of "
-                              f"precision.")
-        return v
+        return float(v)
     if kind == "bool":
         if not isinstance(v, bool):
             raise _type_error(v, spec)
@@ -190,7 +316,8 @@ def _slow_tensor(v, spec: TensorSpec) -> np.ndarray:
     shape = _dense_shape(v)
     values: list = []
     _fill(v, 0, shape, spec, values)
-    return np.array(values, dtype=spec.dtype).reshape(shape)
+    with np.errstate(over="ignore"):
+        return np.array(values, dtype=spec.dtype).reshape(shape)
 
 
 def _fast_tensor(v, spec: TensorSpec, bools_in_body: bool) -> np.ndarray | None:
@@ -205,13 +332,8 @@ def _fast_tensor(v, spec: TensorSpec, bools_in_body: bool) -> np.ndarray | None:
         # A JSON true/false mixed into numbers would silently become 1/0 here.
         if bools_in_body or a.dtype.kind not in "fi":
             return None
-        if a.size and a.dtype.kind == "i" and kind == "float" and np.abs(a).max() > _F32_MAX_INT:
-            return None
-        if a.size and a.dtype.kind == "f" and kind == "float":
-            finite = a[np.isfinite(a)]
-            if finite.size and np.abs(finite).max() > _F32_MAX:
-                return None
-        return a.astype(spec.dtype)
+        with np.errstate(over="ignore"):  # beyond float32's range is Inf, as in TF Serving
+            return a.astype(spec.dtype)
     if kind == "bool":
         return a if a.dtype == np.bool_ else None
     if kind in ("int32", "int64"):
@@ -367,3 +489,62 @@ def outputs_to_json(outputs: dict, row: bool) -> str:
         rows.append("{" + ",".join(f'{json.dumps(k)}:{_nest(strings[k][i])}' for k in names)
                     + "}")
     return '{"predictions":[' + ",".join(rows) + "]}"
+
+
+def _feature_kind(v, name: str) -> str:
+    """The tf.Example feature list one JSON value goes to, by TF Serving's rules."""
+    if v is None or isinstance(v, list) or (isinstance(v, dict) and not _is_b64(v)):
+        raise invalid(f"Feature: {name} has element with unexpected JSON type: "
+                      f"{_json_type(v)}")
+    if isinstance(v, bool):
+        return "int64"
+    if isinstance(v, (dict, str)):
+        return "bytes"
+    if isinstance(v, float):
+        return "float"
+    if not -2**63 <= v < 2**63:
+        if v < 2**64:
+            raise invalid(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
+        return "float"
+    return "int64"
+
+
+def _check_example(example, what: str = "Example") -> None:
+    if not isinstance(example, dict):
+        raise invalid(f"{what} must be JSON object but got JSON {_json_type(example)}")
+    for name, content in example.items():
+        kind = None
+        for v in content if isinstance(content, list) else [content]:
+            got = _feature_kind(v, name)
+            if kind is not None and got != kind:
+                raise invalid(f"Unexpected element type in feature: {name} expecting type: "
+                              f"{kind}")
+            kind = got
+
+
+def check_examples(doc: dict) -> None:
+    """The body of a `:classify` or `:regress` call, checked as TF Serving reads it into
+    tf.Examples: an optional `context` object and a non-empty `examples` list of objects
+    whose features hold numbers, strings or `{"b64": ...}` of one kind each.
+
+    >>> check_examples({"instances": [[1, 2, 3]]})
+    Traceback (most recent call last):
+    ...
+    serving.server.errors.ServingError: JSON Value: {
+        "instances": [[1, 2, 3]]
+    } When method is classify, key 'examples' is expected and was not found
+    """
+    if "context" in doc:
+        _check_example(doc["context"])
+    if "examples" not in doc:
+        # TF Serving says "classify" for :regress too.
+        raise invalid(f"JSON Value: {echo(doc)} When method is classify, key 'examples' is "
+                      f"expected and was not found")
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise invalid(f"JSON Value: {echo(doc)} Expecting 'examples' value to be an "
+                      f"list/array")
+    if not examples:
+        raise invalid(f"JSON Value: {echo(doc)} 'examples' value is an empty array")
+    for example in examples:
+        _check_example(example)

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import logging
 
-from serving.server.codec import (echo, outputs_to_json, parse_json, tensors_from_inputs,
-                                  tensors_from_instances)
+from serving.server.codec import (check_examples, echo, outputs_to_json, parse_json,
+                                  tensors_from_inputs, tensors_from_instances)
 from serving.server.config import Limits
 from serving.server.errors import ServingError, invalid
 from serving.server.servable import DEFAULT_SIGNATURE, PREDICT_METHOD, LoadedVersion, Signature
@@ -109,20 +109,22 @@ def handle_predict(registry: ModelRegistry, limits: Limits, name: str, version: 
     if "signature_name" in doc and not isinstance(doc["signature_name"], str):
         raise invalid(f"JSON Value: {echo(doc)} not formatted correctly. 'signature_name' key "
                       f"must be a string value.")
-    servable = find_servable(registry, name, version, label)
     signame = doc.get("signature_name") or DEFAULT_SIGNATURE
+    if method != "predict":
+        # TF Serving reads the body into tf.Examples before it looks at the model.
+        check_examples(doc)
+        raise classify_regress_error(find_servable(registry, name, version, label), signame,
+                                     method)
+    servable = find_servable(registry, name, version, label)
     signature = servable.signatures.get(signame)
     if signature is None:
         raise invalid(f'Serving signature name: "{signame}" not found in signature def')
-    if method != "predict":
-        raise ServingError("FAILED_PRECONDITION", f"Expected {method} signature method_name to "
-                           f"be tensorflow/serving/{method}. Was: {signature.method_name} "
-                           f"(this model has predict signatures: use :predict)")
-    if signature.method_name != PREDICT_METHOD or signature.fn is None:
+    if not signature.inputs:
+        raise invalid(f"Failed to get input map for signature: "
+                      f"{doc.get('signature_name') or 'DEFAULT'}")
+    if signature.fn is None:
         raise ServingError("FAILED_PRECONDITION", f"Expected prediction signature method_name to "
                            f"be {PREDICT_METHOD}. Was: {signature.method_name or '(empty)'}")
-    if not signature.inputs:
-        raise invalid(f"Failed to get input map for signature: {signame}")
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     bools_in_body = b"true" in body or b"false" in body
     if has_instances and has_inputs:
@@ -131,7 +133,7 @@ def handle_predict(registry: ModelRegistry, limits: Limits, name: str, version: 
     if has_instances:
         instances = doc["instances"]
         if not isinstance(instances, list):
-            raise invalid(f"JSON Value: {echo(doc)} Excepting 'instances' to be an list/array")
+            raise invalid(f"JSON Value: {echo(doc)} Expecting 'instances' to be an list/array")
         if not instances:
             raise invalid(f"JSON Value: {echo(doc)} No values in 'instances' array")
         arrays = tensors_from_instances(instances, signature.inputs, bools_in_body)
@@ -175,10 +177,9 @@ def handle_get(registry: ModelRegistry, name: str | None, version: int | None,
     manager = registry.get(name)
     if subresource:
         return find_servable(registry, name, version, label).metadata_json()
+    # TF Serving's status ignores a version label: /labels/L answers every version.
     if manager is None:
-        if label is not None:
-            raise invalid(f"Unrecognized servable version label: {label}")
         if version is not None:
             raise ServingError("NOT_FOUND", f"Could not find version {version} of model {name}")
         raise ServingError("NOT_FOUND", f"Could not find any versions of model {name}")
-    return _status_json(manager.status(version, label))
+    return _status_json(manager.status(version, None))

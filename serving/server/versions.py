@@ -142,14 +142,13 @@ class ServableManager:
         if version is not None:
             if version in available:
                 return available[version]
-            state = self.states.get(version)
-            if state is not None and state.state == "LOADING":
-                raise ServingError("UNAVAILABLE", f"Version {version} of model {self.name} is "
-                                   f"still loading; retry shortly.", {"Retry-After": "1"})
+            # Also while that version loads, as TF Serving answers.
             raise ServingError("NOT_FOUND", f"Servable not found for request: "
                                f"Specific({self.name}, {version})")
         if available:
             return available[max(available)]
+        # TF Serving answers NOT_FOUND here too, but it opens no port before its first
+        # load; this answer lets a client wait for a model that starts after the server.
         if any(s.state == "LOADING" for s in self.states.values()):
             raise ServingError("UNAVAILABLE", f"Model {self.name} has no version available "
                                f"yet: a version is loading; retry shortly.",
