@@ -172,11 +172,11 @@ class Config(Section):
 # --------------------------------------------------------------------------- YAML
 
 
-class _Yaml12Loader(yaml.SafeLoader):
+class Yaml12Loader(yaml.SafeLoader):
     """SafeLoader reading numbers as YAML 1.2 does: ``1e-3`` and ``1E5`` are floats, not strings."""
 
 
-_Yaml12Loader.add_implicit_resolver(
+Yaml12Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"))
@@ -197,9 +197,9 @@ def _read_yaml(path: pathlib.Path) -> dict:
     except OSError as e:
         raise ConfigError(f"config {path} cannot be read: {e.strerror}") from None
     try:
-        data = yaml.load(text, Loader=_Yaml12Loader)
+        data = yaml.load(text, Loader=Yaml12Loader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(e)}") from None
+        raise ConfigError(f"{path} is not valid YAML: {yaml_problem(e)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -208,7 +208,7 @@ def _read_yaml(path: pathlib.Path) -> dict:
     return data
 
 
-def _yaml_problem(e: yaml.YAMLError) -> str:
+def yaml_problem(e: yaml.YAMLError) -> str:
     """'line 3, column 7: <problem>': PyYAML's multi-line message in one line."""
     mark = getattr(e, "problem_mark", None)
     problem = getattr(e, "problem", None) or str(e).splitlines()[0]
@@ -245,9 +245,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"--set {text!r}: empty key")
     try:
-        parsed = yaml.load(value, Loader=_Yaml12Loader) if value.strip() else None
+        parsed = yaml.load(value, Loader=Yaml12Loader) if value.strip() else None
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({_yaml_problem(e)})") from None
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({yaml_problem(e)})") from None
     return key.split("."), parsed
 
 

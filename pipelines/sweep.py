@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 import yaml
 
+from pipelines import config as config_lib
 from pipelines.tracking import local_artifact_root, read_json, resolve_tracking_uri, write_json
 
 STUDY_TAG = "sweep.study"
@@ -87,8 +88,6 @@ def _is_number(x) -> bool:
 
 def plain_config(cfg) -> dict:
     """A resolved config as plain nested dicts and lists (what its YAML file says)."""
-    from pipelines import config as config_lib
-
     return yaml.safe_load(config_lib.dump(cfg))
 
 
@@ -142,7 +141,8 @@ def load_sweep(path: str | pathlib.Path, base: dict) -> dict:
     path = pathlib.Path(path)
     where = str(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        # The config's YAML 1.2 numbers: `low: 1e-4` is a float here as in a config.
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=config_lib.Yaml12Loader)
     except FileNotFoundError:
         shipped = ", ".join(sorted(p.name for p in (pathlib.Path(__file__).resolve().parent.parent / "sweeps")
                                    .glob("*.yaml"))) or "none"
@@ -150,9 +150,7 @@ def load_sweep(path: str | pathlib.Path, base: dict) -> dict:
     except (OSError, UnicodeDecodeError) as e:
         raise SweepError(f"sweep file {path} cannot be read: {e}") from None
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}: " if mark else ""
-        raise SweepError(f"{where} is not valid YAML: {at}{getattr(e, 'problem', None) or e}") from None
+        raise SweepError(f"{where} is not valid YAML: {config_lib.yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise SweepError(f"{where}: the top level must be a mapping with a 'space:' section, got "
                          f"{type(raw).__name__}")
@@ -260,8 +258,7 @@ def _check_param(key: str, spec, where: str) -> dict:
         raise SweepError(f"{at}: a range needs both low and high (or give choices: [...])")
     low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
     if not _is_number(low) or not _is_number(high):
-        raise SweepError(f"{at}: low and high must be numbers, got {low!r} and {high!r} "
-                         f"(write 1.0e-3, not 1e-3, for YAML to read a number)")
+        raise SweepError(f"{at}: low and high must be numbers, got {low!r} and {high!r}")
     if not low < high:
         raise SweepError(f"{at}: low ({low}) must be less than high ({high})")
     if not isinstance(log, bool):

@@ -63,7 +63,7 @@ def swept(tmp_path_factory):
     (root / "sweep.yaml").write_text(SWEEP_FILE)
     server = MlflowServer(root)
     server.start()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = _command(root, server.uri)
     checkpoint = root / "runs" / EXPERIMENT / f"{STUDY}-t0" / "checkpoints" / "checkpoint"
     seen = {"root": root, "uri": server.uri}
