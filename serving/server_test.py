@@ -455,3 +455,41 @@ def test_busy_server_answers_429_with_retry_after():
         assert results["first"].json() == {"outputs": [6.0]}
         assert httpx.post(f"{url}/v1/models/slow:predict",
                           json={"inputs": [[[1, 2, 3]]]}).status_code == 200
+
+
+def test_prometheus_metrics_count_requests_by_model_version_api_and_code(base):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from serving.server.metrics import Metrics
+
+    registry = ModelRegistry([ModelConfig("tiny", str(base), ("all",), {"stable": 1})],
+                             poll_seconds=0)
+    registry.poll_once()
+    path = "/monitoring/prometheus/metrics"
+    with serve_in_thread(create_app(registry, LIMITS, metrics=Metrics(),
+                                    metrics_path=path)) as u:
+        for _ in range(2):
+            assert httpx.post(f"{u}/v1/models/tiny:predict", json=GOOD).status_code == 200
+        assert httpx.post(f"{u}/v1/models/tiny/labels/stable:predict",
+                          json=GOOD).status_code == 200
+        assert httpx.post(f"{u}/v1/models/tiny:predict", json={"x": 1}).status_code == 400
+        assert httpx.post(f"{u}/v1/models/nope:predict", json=GOOD).status_code == 404
+        assert httpx.get(f"{u}/v1/models/tiny").status_code == 200
+        page = httpx.get(u + path)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+    counts = {}
+    for family in text_string_to_metric_families(page.text):
+        for s in family.samples:
+            if s.name == "setnet_serving_requests_total":
+                counts[(s.labels["model"], s.labels["version"], s.labels["api"],
+                        s.labels["entrypoint"], s.labels["code"])] = s.value
+    assert counts == {("tiny", "2", "predict", "REST", "OK"): 2,
+                      ("tiny", "1", "predict", "REST", "OK"): 1,
+                      ("tiny", "2", "predict", "REST", "INVALID_ARGUMENT"): 1,
+                      ("nope", "", "predict", "REST", "NOT_FOUND"): 1,
+                      ("tiny", "", "status", "REST", "OK"): 1}
+    assert ':tensorflow:serving:request_count{model_name="tiny",status="OK"} 4.0' in page.text
+
+
+def test_no_metrics_page_without_a_monitoring_config(url):
+    assert httpx.get(f"{url}/monitoring/prometheus/metrics").status_code == 404

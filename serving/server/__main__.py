@@ -27,6 +27,8 @@ from serving.server.app import create_app
 from serving.server.config import Limits, build_parser, check_ports, configs_from_args
 from serving.server.errors import ConfigError
 from serving.server.memory import limit_malloc_arenas
+from serving.server.metrics import DEFAULT_PATH as DEFAULT_METRICS_PATH
+from serving.server.metrics import Metrics, load_monitoring_config
 from serving.server.versions import ModelRegistry
 
 log = logging.getLogger("serving.server")
@@ -46,6 +48,8 @@ def main(argv=None) -> int:
         for field, value in dataclasses.asdict(limits).items():
             if value < 1:
                 raise ConfigError(f"--{field.replace('_', '-')} must be >= 1, got {value}")
+        metrics_path = (load_monitoring_config(args.monitoring_config_file)
+                        if args.monitoring_config_file else None)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -56,6 +60,10 @@ def main(argv=None) -> int:
               "`pip install --no-deps 'tensorflow-serving-api>=2.21,<2.22'`", file=sys.stderr)
         return 2
 
+    metrics = Metrics() if metrics_path else None
+    if metrics is not None and not args.rest_api_port:
+        log.warning("--monitoring_config_file turns Prometheus on, but its page is served on "
+                    "the REST port and --rest_api_port is 0")
     registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
                              config_file=args.model_config_file,
                              config_poll_seconds=args.model_config_file_poll_wait_seconds,
@@ -111,7 +119,8 @@ def main(argv=None) -> int:
         import uvicorn
 
         app = create_app(registry, limits, manage_registry=False,
-                         cors=args.rest_api_enable_cors_support)
+                         cors=args.rest_api_enable_cors_support, metrics=metrics,
+                         metrics_path=metrics_path or DEFAULT_METRICS_PATH)
         server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
                                                lifespan="on", timeout_graceful_shutdown=5))
 
@@ -124,7 +133,8 @@ def main(argv=None) -> int:
                      ":".join(map(str, c.policy)), c.labels or "none")
         apis = ([f"REST on {rest_url} (e.g. curl {rest_url}/v1/models/{configs[0].name})"]
                 if rest_url else []) + ([f"gRPC on {grpc_target}"] if grpc_target else []) + (
-            [f"gRPC on unix:{args.grpc_socket_path}"] if args.grpc_socket_path else [])
+            [f"gRPC on unix:{args.grpc_socket_path}"] if args.grpc_socket_path else []) + (
+            [f"Prometheus metrics on {rest_url}{metrics_path}"] if metrics and rest_url else [])
         print("serving " + ", ".join(apis), flush=True)
         if args.ready_file:
             tmp = pathlib.Path(args.ready_file + ".tmp")

@@ -19,12 +19,15 @@ import json
 import logging
 import re
 import threading
+import time
 import zlib
 
 from serving.server.config import Limits
 from serving.server.errors import ServingError, invalid
 from serving.server.handlers import handle_get, handle_predict, parse_version
 from serving.server.memory import HeapTrimmer, detach
+from serving.server.metrics import DEFAULT_PATH as DEFAULT_METRICS_PATH
+from serving.server.metrics import Metrics, served_version
 from serving.server.versions import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -85,7 +88,8 @@ def predict_body(registry, limits, name, version, label, method, body, gzipped):
 
 
 def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_registry=True,
-               cors: bool = False):
+               cors: bool = False, metrics: Metrics | None = None,
+               metrics_path: str = DEFAULT_METRICS_PATH):
     """The Starlette app serving TF Serving's REST API for the models in `registry`.
 
     Args:
@@ -95,6 +99,9 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
             the app stops (False when the caller runs the poller itself).
         cors: add TF Serving's CORS headers to every answer
             (`--rest_api_enable_cors_support`).
+        metrics: count and time every request there, and serve the Prometheus page at
+            `metrics_path` (`--monitoring_config_file`); None: neither.
+        metrics_path: where the page is served (outside /v1/).
 
     Returns:
         A Starlette ASGI app (run it with uvicorn).
@@ -142,15 +149,16 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
         return b"".join(chunks)
 
     async def v1(request):
+        """One request: (the answer, its status code name, what to label its metrics)."""
         path, method = request.url.path, request.method
+        about = {"model": "", "version": None, "label": None, "api": ""}
         try:
-            if not V1_RE.fullmatch(path):
-                return Response(status_code=404)
             if method == "OPTIONS":
                 # A CORS preflight: TF Serving answers it whatever the path, and wants an
                 # Origin; it sends no body, the error JSON here says what was missing.
+                about["api"] = "preflight"
                 if re.search(r"https?://", request.headers.get("origin", "")):
-                    return Response(status_code=200, headers=cors_headers)
+                    return Response(status_code=200, headers=cors_headers), "OK", about
                 raise ServingError("FAILED_PRECONDITION",
                                    "Origin header is missing in CORS preflight")
             m = PREDICT_RE.fullmatch(path) if method == "POST" else None
@@ -158,6 +166,9 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
             if m is None and g is None:
                 raise invalid(f"Malformed request: {method} {path}")
             if m is not None:
+                name, version, label, verb = m.groups()
+                about.update(model=name, label=label, api=verb.lower())
+                version = about["version"] = parse_version(version)
                 with lock:
                     if inflight["n"] >= limits.max_inflight:
                         raise ServingError(
@@ -168,27 +179,50 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
                     inflight["n"] += 1
                 try:
                     body = await read_body(request)
-                    name, version, label, verb = m.groups()
                     gzipped = "gzip" in request.headers.get("content-encoding", "").lower()
                     text, err = await run_in_threadpool(
-                        answer, predict_body, registry, limits, name, parse_version(version),
-                        label, verb.lower(), body, gzipped)
+                        answer, predict_body, registry, limits, name, version, label,
+                        verb.lower(), body, gzipped)
                     trimmer.note(len(body))
                 finally:
                     with lock:
                         inflight["n"] -= 1
             else:
                 name, version, label, sub = g.groups()
+                about.update(model=name or "", label=label,
+                             api="metadata" if sub else "status")
+                version = about["version"] = parse_version(version)
                 text, err = await run_in_threadpool(answer, handle_get, registry, name,
-                                                    parse_version(version), label, sub)
-            return error_reply(err) if err is not None else reply(200, text)
+                                                    version, label, sub)
+            if err is not None:
+                return error_reply(err), err.code, about
+            return reply(200, text), "OK", about
         except ServingError as err:
-            return error_reply(detach(err))
+            return error_reply(detach(err)), err.code, about
         except ClientDisconnect:
-            return Response(status_code=499)
+            return Response(status_code=499), "CANCELLED", about
         except Exception as err:  # never let one request take the server down
             log.exception("unexpected error for %s %s", method, path)
-            return error_reply(ServingError("INTERNAL", f"{type(err).__name__}: {err}"))
+            return (error_reply(ServingError("INTERNAL", f"{type(err).__name__}: {err}")),
+                    "INTERNAL", about)
+
+    async def route(request):
+        path = request.url.path
+        if metrics is not None and path == metrics_path:
+            page, content_type = metrics.page()
+            return Response(page, media_type=content_type)
+        if not V1_RE.fullmatch(path):
+            return Response(status_code=404)
+        start = time.perf_counter()
+        response, code, about = await v1(request)
+        if metrics is not None:
+            # A status without a version is about every version.
+            version = ("" if about["api"] == "status" and about["version"] is None else
+                       served_version(registry, about["model"], about["version"],
+                                      about["label"]))
+            metrics.observe(about["model"], version, about["api"], "REST", code,
+                            time.perf_counter() - start)
+        return response
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -201,6 +235,6 @@ def create_app(registry: ModelRegistry, limits: Limits | None = None, *, manage_
             if manage_registry:
                 registry.stop()
 
-    return Starlette(routes=[Route("/{path:path}", v1, methods=["GET", "POST", "PUT", "DELETE",
+    return Starlette(routes=[Route("/{path:path}", route, methods=["GET", "POST", "PUT", "DELETE",
                                                                   "PATCH", "OPTIONS"])],
                      lifespan=lifespan)
