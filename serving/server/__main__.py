@@ -91,7 +91,7 @@ def main(argv=None) -> int:
         [f"unix:{args.grpc_socket_path}"] if args.grpc_socket_path else [])
     try:
         grpc_server, grpc_ports = create_grpc_server(registry, limits, addresses,
-                                                     args.grpc_max_threads)
+                                                     args.grpc_max_threads, metrics=metrics)
     except OSError as err:
         print(f"error: {err} for gRPC; pick another --port", file=sys.stderr)
         return 2

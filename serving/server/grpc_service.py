@@ -40,6 +40,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import logging
+import time
 
 import grpc
 import numpy as np
@@ -52,6 +53,7 @@ from serving.server.errors import ServingError, invalid
 from serving.server.handlers import (classify_regress_error, find_servable, run_signature,
                                      status_proto)
 from serving.server.memory import HeapTrimmer, detach
+from serving.server.metrics import Metrics, served_version
 from serving.server.servable import DEFAULT_SIGNATURE
 from serving.server.versions import ModelRegistry
 
@@ -150,8 +152,9 @@ def _answers(method):
 
     @functools.wraps(method)
     def rpc(self, request, context):
+        start = time.perf_counter()
         try:
-            return method(self, request)
+            response, code = method(self, request), None
         except ServingError as err:
             code, message = grpc_code(err.code), detach(err).message
         except Exception as err:  # never let one request take the server down
@@ -160,6 +163,11 @@ def _answers(method):
         finally:
             if self.trimmer is not None:
                 self.trimmer.note(_tensor_bytes(request))
+        if self.metrics is not None:
+            _observe(self.metrics, self.registry, method.__name__, request, code,
+                     time.perf_counter() - start)
+        if code is None:
+            return response
         if len(message) > MESSAGE_LIMIT:
             message = message[:MESSAGE_LIMIT] + "...TRUNCATED"
         # Aborting here, after the except clause, keeps the error (and through its frames
@@ -167,6 +175,24 @@ def _answers(method):
         context.abort(code, message)
 
     return rpc
+
+
+_API_OF = {"Predict": "predict", "GetModelMetadata": "metadata", "Classify": "classify",
+           "Regress": "regress", "GetModelStatus": "status"}
+
+
+def _observe(metrics: Metrics, registry: ModelRegistry, rpc: str, request, code,
+             seconds: float) -> None:
+    """One RPC in the Prometheus metrics, labelled as REST requests are (`metrics.py`)."""
+    spec = request.model_spec
+    choice = spec.WhichOneof("version_choice")
+    version = spec.version.value if choice == "version" else None
+    api = _API_OF.get(rpc, rpc)
+    served = ("" if api == "status" and version is None else
+              served_version(registry, spec.name, version,
+                             spec.version_label if choice == "version_label" else None))
+    metrics.observe(spec.name, served, api, "GRPC", "OK" if code is None else code.name,
+                    seconds)
 
 
 def _model_spec(request):
@@ -189,9 +215,10 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     """`tensorflow.serving.PredictionService` on the registry's loaded versions."""
 
     def __init__(self, registry: ModelRegistry, limits: Limits,
-                 trimmer: HeapTrimmer | None = None):
+                 trimmer: HeapTrimmer | None = None, metrics: Metrics | None = None):
         self.registry, self.limits = registry, limits
         self.trimmer = trimmer or HeapTrimmer()
+        self.metrics = metrics
 
     @_answers
     def Predict(self, request):
@@ -282,9 +309,10 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     UNIMPLEMENTED; the model config file is re-read instead, see
     --model_config_file_poll_wait_seconds)."""
 
-    def __init__(self, registry: ModelRegistry):
+    def __init__(self, registry: ModelRegistry, metrics: Metrics | None = None):
         self.registry = registry
         self.trimmer = None  # status requests are small
+        self.metrics = metrics
 
     @_answers
     def GetModelStatus(self, request):
@@ -301,7 +329,8 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
 
 
 def create_grpc_server(registry: ModelRegistry, limits: Limits, addresses: list[str],
-                       max_threads: int = 16, trimmer: HeapTrimmer | None = None):
+                       max_threads: int = 16, trimmer: HeapTrimmer | None = None,
+                       metrics: Metrics | None = None):
     """PredictionService and ModelService bound to `addresses`, not yet started.
 
     Args:
@@ -312,6 +341,8 @@ def create_grpc_server(registry: ModelRegistry, limits: Limits, addresses: list[
         addresses: e.g. `["127.0.0.1:8500", "unix:/tmp/tfs.sock"]`; port 0 picks a free port.
         max_threads: worker threads (tensorflow_model_server's --grpc_max_threads).
         trimmer: the server's `HeapTrimmer` (default: one of its own).
+        metrics: the server's Prometheus `Metrics`, if --monitoring_config_file turned
+            them on (RPCs are counted with entrypoint GRPC).
 
     Returns:
         `(server, ports)`: the `grpc.Server` (`server.start()` serves, `server.stop(grace)`
@@ -332,8 +363,9 @@ def create_grpc_server(registry: ModelRegistry, limits: Limits, addresses: list[
             ("grpc.max_send_message_length", -1),
         ])
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(registry, limits, trimmer), server)
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry), server)
+        PredictionService(registry, limits, trimmer, metrics), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(registry, metrics),
+                                                              server)
     ports = []
     for address in addresses:
         try:
