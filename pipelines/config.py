@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.datasets import DATASETS
+from pipelines.datasets import DATASETS, USER_DATASETS
 from setnet.config import ConfigError, Section, apply, reference_rows, setting, suggest
 from setnet.models.config import BLOCKS, ModelConfig
 
@@ -44,7 +44,23 @@ __all__ = ["CONFIG_DIR", "Config", "ConfigError", "DataConfig", "ExportConfig", 
 @dataclasses.dataclass(frozen=True)
 class DataConfig(Section):
     name: str = setting("synthetic_shapes", "dataset: synthetic_shapes, digits, modelnet40 or modelnet10, "
-                        "optionally with a builder config (synthetic_shapes/small)")
+                        "optionally with a builder config (synthetic_shapes/small); set_folder or set_table for "
+                        "your own sets (docs/own-data.md)")
+    path: str | None = setting(None, "set_folder / set_table: the data (a folder of set files; a Parquet/CSV "
+                               "table or a folder of shards), relative to the working directory")
+    set_column: str | None = setting(None, "set_table: the column of set ids")
+    target_column: tuple[str, ...] = setting((), "set_table: the target column (several: a vector regression "
+                                             "target)")
+    feature_columns: tuple[str, ...] = setting((), "set_table: the per-point features in order ([]: every other "
+                                               "column)")
+    xyz_columns: tuple[str, ...] = setting((), "set_folder / set_table: the 3 coordinate features that rotation, "
+                                           "scaling and jitter act on ([]: x, y, z if named so, else the first "
+                                           "three features when there are 3 or more)")
+    task: str = setting("auto", "set_table: auto (a float or vector target is regression, else classification), "
+                        "classification or regression", choices=("auto", "classification", "regression"))
+    max_points: int = setting(100_000, "set_folder / set_table: the most points a stored set keeps", min=1)
+    on_too_many: str = setting("subsample", "set_folder / set_table: a larger set is subsampled (seeded) or "
+                               "refused", choices=("subsample", "refuse"))
     num_points: int = setting(256, "points per set", min=1, max=1 << 20)
     batch_size: int = setting(32, "global batch size (split across replicas)", min=1, max=1 << 16)
     train_split: str = setting("train[:90%]", "split to train on (TFDS split syntax)")
@@ -67,6 +83,38 @@ class DataConfig(Section):
                               f"'synthetic_shapes/small')")
         if sorted(self.buckets) != list(self.buckets):
             raise ConfigError(f"buckets: must be increasing, got {list(self.buckets)}")
+        user = dataset in USER_DATASETS
+        if user and not self.path:
+            raise ConfigError(f"path: {dataset} needs the data's location, e.g. path: data/my_sets "
+                              "(docs/own-data.md)")
+        if dataset == "set_table" and not (self.set_column and self.target_column):
+            missing = "set_column" if not self.set_column else "target_column"
+            raise ConfigError(f"{missing}: set_table needs the set-id column and the target column, "
+                              "e.g. set_column: sid and target_column: label")
+        if self.xyz_columns and len(self.xyz_columns) != 3:
+            raise ConfigError(f"xyz_columns: name the 3 coordinate features (x, y, z), got {list(self.xyz_columns)}")
+        given = [k for k in _USER_KEYS if getattr(self, k)]
+        if not user and given:
+            raise ConfigError(f"{given[0]}: only set_folder and set_table read it, but name is {self.name!r}")
+        if dataset == "set_folder":
+            table_only = [k for k in ("set_column", "target_column", "feature_columns") if getattr(self, k)]
+            if table_only or self.task != "auto":
+                key = table_only[0] if table_only else "task"
+                raise ConfigError(f"{key}: set_table reads it; set_folder takes its classes from the "
+                                  "folder names")
+
+    def builder_params(self) -> dict | None:
+        """The `set_folder` / `set_table` builder's parameters (None for the other datasets)."""
+        dataset = self.name.partition("/")[0]
+        if dataset not in USER_DATASETS:
+            return None
+        params = {"path": self.path, "xyz_columns": list(self.xyz_columns) or None,
+                  "max_points": self.max_points, "on_too_many": self.on_too_many}
+        if dataset == "set_table":
+            target = list(self.target_column)
+            params.update(set_column=self.set_column, target_column=target[0] if len(target) == 1 else target,
+                          feature_columns=list(self.feature_columns) or None, task=self.task)
+        return params
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +137,10 @@ class TeleportConfig(Section):
                                    choices=("transform", "keep"))
 
 
+# Keys only the user-data builders read; a value given for another dataset is a mistake.
+_USER_KEYS = ("path", "set_column", "target_column", "feature_columns", "xyz_columns")
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(Section):
     epochs: int = setting(10, "epochs to train", min=1, max=100000)
@@ -100,6 +152,10 @@ class TrainConfig(Section):
     weight_decay: float = setting(0.0, "decoupled weight decay (adamw)", min=0.0, max=1.0)
     momentum: float = setting(0.9, "momentum (sgd)", min=0.0, max=1.0, max_exclusive=True)
     label_smoothing: float = setting(0.0, "label smoothing", min=0.0, max=1.0, max_exclusive=True)
+    loss: str = setting("auto", "training loss: auto is cross_entropy for classification and mse for regression "
+                        "(the dataset's task)", choices=("auto", "cross_entropy", "mse", "huber"))
+    huber_delta: float = setting(1.0, "huber: where the loss turns from quadratic to linear", min=0.0,
+                                 min_exclusive=True)
     strategy: str = setting("auto", "tf.distribute strategy", choices=("auto", "one_device", "mirrored", "multi_worker"))
     xla: bool = setting(True, "compile the step with XLA (jit_compile)")
     steps_per_execution: int = setting(1, "training steps per call of the compiled function (as Keras' "

@@ -1,9 +1,13 @@
 """tf.data input pipeline over the TFDS point-cloud datasets.
 
-`make_dataset` yields `({"points": float32 (B, N, C), "mask": bool (B, N)}, label int64 (B,))` with
-N = `num_points`: every set is subsampled to at most `num_points` points (without replacement, in
+`make_dataset` yields `({"points": float32 (B, N, F), "mask": bool (B, N)}, label int64 (B,))` (a
+regression dataset: `target` float32 (B, T) in place of the label) with N = `num_points` and F the
+dataset's features per point: every set is subsampled to at most `num_points` points (without replacement, in
 random order), augmented when training, and padded with zeros up to `num_points`; `mask` marks the
 real points. Sets smaller than `num_points` (digits) and dropped points (point dropout) are padding.
+Rotation, scaling and jitter act on the dataset's three coordinate features only (`spatial_axes`:
+its `xyz_columns`, else the first three features when there are three or more); the other
+features pass unchanged.
 
 Randomness is seeded and stateless per example: the same `seed` gives the same batches in the same
 order (test: input_test.py). Training draws a fresh subsample, order and augmentation every epoch,
@@ -72,14 +76,47 @@ def _normalize_augment(augment) -> dict:
     return out
 
 
-def dataset_info(name: str, data_dir=None, manual_dir=None, allow_partial: bool = False) -> dict:
-    """Prepares `name` if needed and returns {num_classes, class_names, splits: {split: count}, version}."""
+def dataset_info(name: str, data_dir=None, manual_dir=None, allow_partial: bool = False,
+                 params: dict | None = None) -> dict:
+    """Prepares `name` if needed and describes it.
+
+    Returns:
+      dict with `task` ("classification" or "regression"), `num_features` (F), `spatial_axes`,
+      `up_axis`, `splits` ({split: count}), `version`, and `num_classes` and `class_names`
+      (classification) or `num_targets` and `target_names` (regression). `params` are the
+      `set_folder` / `set_table` builder's parameters (`pipelines.datasets.get_builder`).
+    """
     builder = datasets.prepare(name, data_dir=data_dir, manual_dir=manual_dir,
-                                     allow_partial=allow_partial)
-    names = list(builder.info.features["label"].names)
-    return {"num_classes": len(names), "class_names": names,
-            "splits": {k: int(v.num_examples) for k, v in builder.info.splits.items()},
-            "version": str(builder.info.version)}
+                               allow_partial=allow_partial, params=params)
+    return describe(builder)
+
+
+def describe(builder) -> dict:
+    """`dataset_info`'s answer for a prepared builder (see there)."""
+    features = builder.info.features
+    meta = builder.info.metadata or {}
+    num_features = int(features["points"].shape[-1])
+    axes = spatial_axes(meta, num_features)
+    out = {"num_features": num_features, "spatial_axes": axes,
+           "up_axis": int(meta.get("up_axis", axes[1] if len(axes) == 3 else 1)),
+           "splits": {k: int(v.num_examples) for k, v in builder.info.splits.items()},
+           "version": str(builder.info.version)}
+    if "target" in features:
+        names = list(meta.get("target_names") or [f"target{i}" for i in range(features["target"].shape[-1])])
+        out.update(task="regression", num_targets=len(names), target_names=names)
+    else:
+        names = list(features["label"].names)
+        out.update(task="classification", num_classes=len(names), class_names=names)
+    return out
+
+
+def spatial_axes(meta, num_features: int) -> tuple[int, ...]:
+    """The coordinate features augmentation acts on: the dataset's own (`metadata["spatial_axes"]`,
+    from its xyz columns), else the first three when there are three or more, else none."""
+    axes = tuple(int(a) for a in (meta.get("spatial_axes") or ()))
+    if axes:
+        return axes
+    return (0, 1, 2) if num_features >= 3 else ()
 
 
 def _rotation_about(axis: int, angle):
@@ -92,9 +129,29 @@ def _rotation_about(axis: int, angle):
     return tf.stack([tf.stack(r) for r in rows])
 
 
-def _make_example_fn(num_points: int, training: bool, augment: dict, up_axis: int, spatial_axes):
-    channels = 3
+def _rotation_axes(spatial_axes, up_axis: int, channels: int) -> tuple[int, ...]:
+    """The three features a rotation about the up axis mixes: the coordinates and the up axis
+    (digits: x, y are coordinates and the rotation about z, the ink, turns them in their plane)."""
+    axes = tuple(sorted(set(spatial_axes) | ({up_axis} if 0 <= up_axis < channels else set())))
+    return axes if len(axes) == 3 else ()
+
+
+def _rotation_in(channels: int, axes, up_axis: int, angle):
+    """(F, F): the identity, with a rotation about the up axis on the three features `axes`."""
+    block = _rotation_about(list(axes).index(up_axis), angle)
+    index = [[a, b] for a in axes for b in axes]
+    return tf.tensor_scatter_nd_update(tf.eye(channels), index, tf.reshape(block, [-1]))
+
+
+def _make_example_fn(num_points: int, training: bool, augment: dict, up_axis: int, spatial_axes,
+                     channels: int = 3):
     spatial = tf.constant([1.0 if a in spatial_axes else 0.0 for a in range(channels)])
+    up_axis = augment.get("up_axis", up_axis)
+    rotation_axes = _rotation_axes(spatial_axes, up_axis, channels)
+    if not spatial_axes:  # no coordinates: nothing for the geometric augmentations to act on
+        augment = {k: v for k, v in augment.items() if k not in ("rotate", "scale", "jitter")}
+    elif not rotation_axes:
+        augment = {k: v for k, v in augment.items() if k != "rotate"}
 
     def fn(points, label, seed):
         # One stateless stream per example: `seed` (2,) comes from a seeded random dataset.
@@ -108,7 +165,7 @@ def _make_example_fn(num_points: int, training: bool, augment: dict, up_axis: in
         if training and augment:
             if "rotate" in augment:
                 angle = tf.random.stateless_uniform([], seeds[1], 0.0, augment["rotate"])
-                pts = pts @ _rotation_about(augment.get("up_axis", up_axis), angle)
+                pts = pts @ _rotation_in(channels, rotation_axes, up_axis, angle)
             if "scale" in augment:
                 lo, hi = augment["scale"]
                 factors = tf.random.stateless_uniform([channels], seeds[2], lo, hi)
@@ -138,7 +195,8 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def make_epochs(name: str, split: str, *, num_points: int = 1024, batch_size: int = 32,
                 training: bool = False, augment: dict | None = None, seed: int = 0, data_dir=None,
-                manual_dir=None, allow_partial: bool = False, strategy=None, cache: bool = True):
+                manual_dir=None, allow_partial: bool = False, strategy=None, cache: bool = True,
+                params: dict | None = None):
     """``epoch -> tf.data.Dataset``: the batches of one epoch of split `split` of dataset `name`.
 
     The split is read (and, with `cache`, decoded into memory) once, shared by every epoch built
@@ -161,10 +219,10 @@ def make_epochs(name: str, split: str, *, num_points: int = 1024, batch_size: in
     import tensorflow_datasets as tfds
 
     builder = datasets.prepare(name, data_dir=data_dir, manual_dir=manual_dir,
-                                     allow_partial=allow_partial)
-    meta = builder.info.metadata or {}
-    up_axis = int(meta.get("up_axis", 1))
-    spatial_axes = tuple(meta.get("spatial_axes", (0, 1, 2)))
+                               allow_partial=allow_partial, params=params)
+    info = describe(builder)
+    channels, up_axis, axes = info["num_features"], info["up_axis"], info["spatial_axes"]
+    regression = info["task"] == "regression"
     num_examples = builder.info.splits[split].num_examples
     if num_examples == 0:
         raise ValueError(f"split {split!r} of {name} has no examples")
@@ -175,11 +233,12 @@ def make_epochs(name: str, split: str, *, num_points: int = 1024, batch_size: in
     read_config = tfds.ReadConfig(shuffle_seed=seed, shuffle_reshuffle_each_iteration=False,
                                   try_autocache=False)
     source = builder.as_dataset(split=split, shuffle_files=training, read_config=read_config)
-    source = source.map(lambda ex: (ex["points"], ex["label"]), num_parallel_calls=tf.data.AUTOTUNE)
+    key = "target" if regression else "label"
+    source = source.map(lambda ex: (ex["points"], ex[key]), num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         source = source.cache()
-    example_fn = _make_example_fn(num_points, training, aug, up_axis, spatial_axes)
-    channels = 3
+    example_fn = _make_example_fn(num_points, training, aug, up_axis, axes, channels)
+    label_shape, label_pad = ([info["num_targets"]], tf.constant(0.0)) if regression else ([], tf.constant(0, tf.int64))
 
     def epoch_dataset(epoch: int = 0) -> tf.data.Dataset:
         ds = source
@@ -192,8 +251,8 @@ def make_epochs(name: str, split: str, *, num_points: int = 1024, batch_size: in
                                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.padded_batch(
             batch_size,
-            padded_shapes=({"points": [num_points, channels], "mask": [num_points]}, []),
-            padding_values=({"points": 0.0, "mask": False}, tf.constant(0, tf.int64)),
+            padded_shapes=({"points": [num_points, channels], "mask": [num_points]}, label_shape),
+            padding_values=({"points": 0.0, "mask": False}, label_pad),
             drop_remainder=training and num_examples >= batch_size)
         ds = ds.prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()
@@ -207,7 +266,7 @@ def make_epochs(name: str, split: str, *, num_points: int = 1024, batch_size: in
 def make_dataset(name: str, split: str, *, num_points: int = 1024, batch_size: int = 32,
                  training: bool = False, augment: dict | None = None, seed: int = 0, epoch: int = 0,
                  data_dir=None, manual_dir=None, allow_partial: bool = False, strategy=None,
-                 cache: bool = True) -> tf.data.Dataset:
+                 cache: bool = True, params: dict | None = None) -> tf.data.Dataset:
     """Batched, padded, masked tf.data pipeline over split `split` of dataset `name`.
 
     Args:
@@ -225,16 +284,16 @@ def make_dataset(name: str, split: str, *, num_points: int = 1024, batch_size: i
       seed: seeds file order, shuffling, subsampling and augmentation.
       epoch: which training epoch's draws (0-based; `epoch_seed`). Iterating the dataset again
         repeats them: build one dataset per epoch (`make_epochs` shares the decoded split).
-      data_dir, manual_dir, allow_partial: see `pipelines.datasets.prepare`.
+      data_dir, manual_dir, allow_partial, params: see `pipelines.datasets.prepare`.
       strategy: a `tf.distribute.Strategy`, or None. The result can be passed to
         `strategy.experimental_distribute_dataset` (or to `model.fit` in the strategy's scope); its
         auto-shard policy is DATA so that every worker reads the TFDS files and keeps its share.
       cache: keep the decoded split in memory after the first epoch.
 
     Returns:
-      A `tf.data.Dataset` of `({"points": float32 (B, num_points, C), "mask": bool (B, num_points)},
-      label int64 (B,))`.
+      A `tf.data.Dataset` of `({"points": float32 (B, num_points, F), "mask": bool (B, num_points)},
+      label int64 (B,))`, or target float32 (B, T) for a regression dataset.
     """
     return make_epochs(name, split, num_points=num_points, batch_size=batch_size, training=training,
                        augment=augment, seed=seed, data_dir=data_dir, manual_dir=manual_dir,
-                       allow_partial=allow_partial, strategy=strategy, cache=cache)(epoch)
+                       allow_partial=allow_partial, strategy=strategy, cache=cache, params=params)(epoch)

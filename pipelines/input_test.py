@@ -42,7 +42,8 @@ def _differs(a, b):
 
 def test_dataset_info(data_dir):
     info = dataset_info("digits", data_dir=data_dir)
-    assert info == {"num_classes": 10, "class_names": [str(d) for d in range(10)],
+    assert info == {"task": "classification", "num_classes": 10, "class_names": [str(d) for d in range(10)],
+                    "num_features": 3, "spatial_axes": (0, 1), "up_axis": 2,
                     "splits": {"train": 1437, "test": 360}, "version": "1.0.0"}
     info = dataset_info("synthetic_shapes/tiny", data_dir=data_dir)
     assert info["num_classes"] == 10 and info["class_names"][0] == "sphere"

@@ -102,7 +102,8 @@ def describe_type(tp) -> str:
         text = "a string"
     elif typing.get_origin(base) is tuple:
         item = typing.get_args(base)[0]
-        text = {int: "a list of integers", float: "a list of numbers"}.get(item, "a list of blocks")
+        text = {int: "a list of integers", float: "a list of numbers", str: "a name or a list of names"
+                }.get(item, "a list of blocks")
     else:
         text = "a mapping"
     return text + (" or null" if nullable else "")
@@ -158,6 +159,8 @@ def _convert(name: str, value: Any, tp, meta: Mapping[str, Any]) -> Any:
 
 def _convert_list(name: str, value: Any, item_type, meta: Mapping[str, Any]) -> tuple:
     variants = meta.get("variants")
+    if item_type is str and isinstance(value, str):
+        value = [value]  # one name stands for a list of one (target_column: y)
     if isinstance(value, (str, bytes, Mapping)) or not isinstance(value, (list, tuple)):
         what = "a non-empty list of blocks" if variants else describe_type(tuple[item_type, ...])
         raise ConfigError(f"{name}: must be {what}, got {value!r}")
@@ -166,6 +169,13 @@ def _convert_list(name: str, value: Any, item_type, meta: Mapping[str, Any]) -> 
             raise ConfigError(f"{name}: must be a non-empty list of blocks, got []")
         return tuple(_variant(f"{name}[{i}]", item, variants) for i, item in enumerate(value))
     out = []
+    if item_type is str:
+        bad = [item for item in value if not isinstance(item, str) or not item]
+        if bad:
+            raise ConfigError(f"{name}: must be {describe_type(tuple[str, ...])}, got item {bad[0]!r}")
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{name}: names must differ, got {list(value)}")
+        return tuple(value)
     for item in value:
         ok = isinstance(item, int) if item_type is int else isinstance(item, (int, float))
         if isinstance(item, bool) or not ok:
@@ -317,7 +327,7 @@ def type_name(tp) -> str:
     base, _ = _nullable(tp)
     if typing.get_origin(base) is tuple:
         item = typing.get_args(base)[0]
-        return f"{item.__name__} list" if item in (int, float) else "list of blocks"
+        return f"{item.__name__} list" if item in (int, float, str) else "list of blocks"
     return {dict: "mapping"}.get(base, getattr(base, "__name__", str(base)))
 
 

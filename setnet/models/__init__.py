@@ -13,15 +13,15 @@ on first use.
 from setnet.models.config import BLOCKS, Block, FoldedBlock, LinearBlock, ModelConfig, QuadraticBlock
 
 __all__ = ["BLOCKS", "Block", "FoldedBlock", "LinearBlock", "ModelConfig", "QuadraticBlock", "build_classifier",
-           "build_pointnet"]
+           "build_pointnet", "build_regressor"]
 
 
 def __getattr__(name):
     # Keras loads only when a model is built, not when a config is read.
-    if name == "build_classifier":
-        from setnet.models.classifier import build_classifier
+    if name in ("build_classifier", "build_regressor"):
+        from setnet.models import classifier
 
-        return build_classifier
+        return getattr(classifier, name)
     if name == "build_pointnet":
         from setnet.models.pointnet import build_pointnet
 

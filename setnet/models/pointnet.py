@@ -27,7 +27,8 @@ NORMALIZATIONS = ("set", "batch")
 
 
 def build_pointnet(num_classes: int, head_dropout: float = 0.3, name: str = "pointnet",
-                   normalization: str = "set") -> keras.Model:
+                   normalization: str = "set", *, num_features: int = 3,
+                   output_name: str = "logits") -> keras.Model:
     """PointNet classifier with the same inputs and output as `build_classifier`.
 
     Args:
@@ -37,13 +38,16 @@ def build_pointnet(num_classes: int, head_dropout: float = 0.3, name: str = "poi
         normalization: ``"set"`` (`SetNormalization` over the real points) or ``"batch"``
             (``keras.layers.BatchNormalization``, whose statistics also count padded points; for
             comparisons on unpadded batches).
+        num_features: F, the features per point.
+        output_name: the last layer's name (``prediction`` for a regression head of
+            ``num_classes`` real outputs).
 
     Returns:
         Functional Keras model, inputs ``points`` (B, N, 3) and ``mask`` (B, N) bool, output logits (B, k).
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-    points = keras.Input((None, 3), name="points")
+    points = keras.Input((None, num_features), name="points")
     mask = keras.Input((None,), dtype="bool", name="mask")
     x = keras.ops.where(keras.ops.expand_dims(mask, -1), points, keras.ops.zeros_like(points))
     for i, units in enumerate(SHARED_MLP):
@@ -61,5 +65,5 @@ def build_pointnet(num_classes: int, head_dropout: float = 0.3, name: str = "poi
         h = keras.layers.Activation("relu", name=f"fc{j}_relu")(h)
         if head_dropout:
             h = keras.layers.Dropout(head_dropout, name=f"fc{j}_dropout")(h)
-    logits = keras.layers.Dense(num_classes, name="logits")(h)
+    logits = keras.layers.Dense(num_classes, name=output_name)(h)
     return keras.Model({"points": points, "mask": mask}, logits, name=name)
