@@ -97,10 +97,10 @@ bench-teleport: $(STAMP)  ## symmetry teleportation vs plain training, SGD/AdaGr
 	$(PY) -m examples.teleport_study $(ARGS)
 
 .PHONY: bench-train bench-accuracy
-bench-train: $(STAMP)  ## training clouds/s at 1024 points: linear & quadratic setnet vs PointNet, XLA on/off (docs/training.md)
+bench-train: $(STAMP)  ## training clouds/s at 1024 points: setnet models vs PointNet (Keras BN and SetNormalization), XLA on/off, project loop vs keras fit (docs/training.md)
 	$(PY) -m benchmarks.bench_train $(ARGS)
 
-bench-accuracy: $(STAMP)  ## test accuracy, minutes and hardware: default config, digits, ModelNet40 where present (long)
+bench-accuracy: $(STAMP)  ## test accuracy, epochs, minutes, clouds/s: default, digits, ModelNet40 where present; ARGS="--pointnet --patience 10" (long)
 	$(PY) -m benchmarks.bench_accuracy $(ARGS)
 
 .PHONY: compare mlflow-ui
