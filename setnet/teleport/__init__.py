@@ -14,15 +14,27 @@ Generalization Using Parameter Symmetries", ICLR 2024 (arXiv:2305.13404).
 docs/teleport.md has the maths, the optimizer-state policy and the measured results.
 """
 
-from setnet.teleport.callback import CONFIG_DEFAULTS, TeleportCallback, teleport_figures
-from setnet.teleport.symmetries import (
-    ChannelSymmetry, SymmetryReport, WeightRole, find_symmetries, mix_channels, permute_channels,
-    scale_channels,
-)
-from setnet.teleport.teleport import GROUPS, OPTIMIZER_STATE_POLICIES, teleport
+from setnet.teleport.config import TeleportConfig
 
 __all__ = [
-    "CONFIG_DEFAULTS", "GROUPS", "OPTIMIZER_STATE_POLICIES", "ChannelSymmetry", "SymmetryReport",
-    "TeleportCallback", "WeightRole", "find_symmetries", "mix_channels", "permute_channels",
+    "GROUPS", "OPTIMIZER_STATE_POLICIES", "ChannelSymmetry", "SymmetryReport", "TeleportCallback",
+    "TeleportConfig", "WeightRole", "find_symmetries", "mix_channels", "permute_channels",
     "scale_channels", "teleport", "teleport_figures",
 ]
+
+_LAZY = {
+    "TeleportCallback": "callback", "teleport_figures": "callback",
+    "ChannelSymmetry": "symmetries", "SymmetryReport": "symmetries", "WeightRole": "symmetries",
+    "find_symmetries": "symmetries", "mix_channels": "symmetries", "permute_channels": "symmetries",
+    "scale_channels": "symmetries",
+    "GROUPS": "ascent", "OPTIMIZER_STATE_POLICIES": "ascent", "teleport": "ascent",
+}
+
+
+def __getattr__(name):
+    # TensorFlow loads when teleporting, not when a training config reads `TeleportConfig`.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"setnet.teleport.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'setnet.teleport' has no attribute {name!r}")

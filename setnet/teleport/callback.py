@@ -2,29 +2,15 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Mapping
 
 import keras
 import tensorflow as tf
 
+from setnet.config import ConfigError, apply
+from setnet.teleport.config import TeleportConfig
 from setnet.teleport.symmetries import find_symmetries
-from setnet.teleport.teleport import GROUPS, OPTIMIZER_STATE_POLICIES, _select, teleport
-
-# The `train.teleport` config section: keys, defaults and meaning.
-CONFIG_DEFAULTS: dict[str, Any] = {
-    "enabled": False,          # add the callback at all
-    "group": "scaling",        # scaling | gl | auto
-    "epochs": [0],             # teleport at the start of these epochs (0-based)
-    "steps": [],               # ... and before these optimizer steps (0-based global step)
-    "max_teleports": 3,        # at most this many teleports in the whole run
-    "ascent_steps": 10,        # gradient-ascent steps per teleport
-    "learning_rate": 0.1,      # ascent step size on log ‖∇L‖²
-    "max_grad_norm": None,     # cap on ‖∇L‖ after a teleport (null: none)
-    "max_grad_growth": None,   # cap on ‖∇L‖ after / before (null: none; 8 in make bench-teleport)
-    "optimizer_state": "transform",  # transform | keep
-}
-
+from setnet.teleport.ascent import GROUPS, OPTIMIZER_STATE_POLICIES, _select, teleport
 
 class TeleportCallback(keras.callbacks.Callback):
     """Teleports the model at chosen epochs or steps of `model.fit` (at most K times).
@@ -113,23 +99,22 @@ class TeleportCallback(keras.callbacks.Callback):
         self._pending_steps = list(self.steps)
 
     @classmethod
-    def from_config_section(cls, section: Mapping[str, Any] | None, data, loss=None, optimizer=None, verbose=0):
+    def from_config_section(cls, section: TeleportConfig | Mapping[str, Any] | None, data, loss=None,
+                            optimizer=None, verbose=0):
         """The callback for a ``train.teleport`` config section, or None when disabled.
 
         Args:
-            section: mapping with keys of `CONFIG_DEFAULTS` (omitted keys take the default).
+            section: a `TeleportConfig`, or a mapping of its keys (omitted keys take the default).
             data: batches to teleport on (see the class docstring).
             loss: loss callable (default: the model's compiled loss).
             optimizer: the training optimizer (default: ``model.optimizer``).
         """
-        section = dict(section or {})
-        unknown = [k for k in section if k not in CONFIG_DEFAULTS]
-        if unknown:
-            near = difflib.get_close_matches(unknown[0], list(CONFIG_DEFAULTS), n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            raise ValueError(f"train.teleport: unknown key {unknown[0]!r}{hint} "
-                             f"(valid: {', '.join(CONFIG_DEFAULTS)})")
-        cfg = {**CONFIG_DEFAULTS, **section}
+        if not isinstance(section, TeleportConfig):
+            try:
+                section = apply(TeleportConfig(), dict(section or {}), path="train.teleport")
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        cfg = section.to_dict()
         if not cfg["enabled"]:
             return None
         return cls(data, epochs=list(cfg["epochs"]), steps=list(cfg["steps"]),

@@ -1,11 +1,13 @@
 """TeleportCallback: schedule, budget, logged figures, tf.distribute, config section."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from setnet.teleport import CONFIG_DEFAULTS, TeleportCallback
+from setnet.teleport import TeleportCallback, TeleportConfig
 from tests.support.teleport import loss as make_loss
 from tests.support.teleport import set_batch, set_model
 
@@ -94,10 +96,11 @@ def test_config_section():
     assert cb.epochs == [1, 3] and cb.max_teleports == 1 and cb.kwargs["group"] == "gl"
     assert TeleportCallback.from_config_section({"enabled": True, "max_grad_growth": 8.0}, (x, y)).kwargs[
         "max_grad_growth"] == 8.0
-    assert set(CONFIG_DEFAULTS) >= {"enabled", "group", "epochs", "steps", "max_teleports"}
+    assert {f.name for f in dataclasses.fields(TeleportConfig)} >= {"enabled", "group", "epochs", "steps",
+                                                                     "max_teleports"}
     with pytest.raises(ValueError, match="did you mean 'max_teleports'"):
         TeleportCallback.from_config_section({"enabled": True, "max_teleport": 2}, (x, y))
-    with pytest.raises(ValueError, match="group must be one of"):
+    with pytest.raises(ValueError, match="train.teleport.group: must be one of scaling, gl, auto"):
         TeleportCallback.from_config_section({"enabled": True, "group": "so3"}, (x, y))
     with pytest.raises(ValueError, match="non-negative integers"):
         TeleportCallback((x, y), epochs=[-1])
