@@ -24,11 +24,13 @@ import sys
 import threading
 
 from serving.server.app import create_app
+from serving.server.batching import Batcher, BatchingOptions, load_batching_parameters
 from serving.server.config import Limits, build_parser, check_ports, configs_from_args
 from serving.server.errors import ConfigError
 from serving.server.memory import limit_malloc_arenas
 from serving.server.metrics import DEFAULT_PATH as DEFAULT_METRICS_PATH
 from serving.server.metrics import Metrics, load_monitoring_config
+from serving.server.servable import LoadedVersion
 from serving.server.versions import ModelRegistry
 
 log = logging.getLogger("serving.server")
@@ -50,6 +52,14 @@ def main(argv=None) -> int:
                 raise ConfigError(f"--{field.replace('_', '-')} must be >= 1, got {value}")
         metrics_path = (load_monitoring_config(args.monitoring_config_file)
                         if args.monitoring_config_file else None)
+        if args.batching_parameters_file and not args.enable_batching:
+            raise ConfigError("--batching_parameters_file is set without --enable_batching "
+                              "(tensorflow_model_server refuses this too); add "
+                              "--enable_batching")
+        batching = None
+        if args.enable_batching:
+            batching = (load_batching_parameters(args.batching_parameters_file)
+                        if args.batching_parameters_file else BatchingOptions())
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -64,10 +74,12 @@ def main(argv=None) -> int:
     if metrics is not None and not args.rest_api_port:
         log.warning("--monitoring_config_file turns Prometheus on, but its page is served on "
                     "the REST port and --rest_api_port is 0")
+    batcher = Batcher(batching, metrics) if batching else None
     registry = ModelRegistry(configs, poll_seconds=args.file_system_poll_wait_seconds,
                              config_file=args.model_config_file,
                              config_poll_seconds=args.model_config_file_poll_wait_seconds,
-                             on_load=gc.freeze)
+                             on_load=gc.freeze,
+                             loader=batcher.loader(LoadedVersion) if batcher else LoadedVersion)
     # Bind both ports before loading, so that a port in use is reported at once and not
     # after minutes of loading; neither API answers before the models are loaded.
     rest_sock = None
@@ -152,6 +164,8 @@ def main(argv=None) -> int:
         stop.set()
         grpc_server.stop(grace=5).wait()
         registry.stop()
+        if batcher is not None:
+            batcher.close()
     return 0
 
 

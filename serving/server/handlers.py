@@ -61,6 +61,8 @@ def run_signature(servable: LoadedVersion, signature: Signature, arrays: dict,
     validate_inputs(arrays, signature, limits)
     try:
         return servable.call(signature, arrays)
+    except ServingError:  # from the batcher: a full queue, a request over its batch size
+        raise
     except Exception as err:  # TF errors for inputs our checks let through
         import tensorflow as tf
         if isinstance(err, (tf.errors.InvalidArgumentError, ValueError, TypeError)):

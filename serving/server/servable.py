@@ -61,6 +61,7 @@ class LoadedVersion:
         from tensorflow.core.protobuf import saved_model_pb2
 
         self.model_name, self.version, self.path = model_name, version, pathlib.Path(path)
+        self.batcher = None  # set by `batching.Batcher.loader` once loaded
         saved = saved_model_pb2.SavedModel()
         saved.ParseFromString((self.path / "saved_model.pb").read_bytes())
         graphs = [g for g in saved.meta_graphs if "serve" in g.meta_info_def.tags]
@@ -82,6 +83,14 @@ class LoadedVersion:
         self.warmup()
 
     def call(self, signature: Signature, arrays: dict) -> dict:
+        """The signature's outputs for `arrays`, through the server's `Batcher` when
+        batching is on (`--enable_batching`)."""
+        if self.batcher is not None:
+            return self.batcher.run(self, signature, arrays)
+        return self.run(signature, arrays)
+
+    def run(self, signature: Signature, arrays: dict) -> dict:
+        """One call of the model itself."""
         import tensorflow as tf
         out = signature.fn(**{k: tf.constant(v) for k, v in arrays.items()})
         return {k: v.numpy() for k, v in out.items()}
