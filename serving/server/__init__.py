@@ -27,6 +27,9 @@ Where things live, in the order a request meets them:
 - `handlers`: predict, status and metadata for one call, whatever the transport.
 - `codec`: JSON -> tensors and tensors -> JSON with TF Serving's rules and messages.
 - `validation`: point-cloud checks answered with what to send instead.
+- `batching`: `--enable_batching`, concurrent calls merged into one model call.
+- `metrics`: `--monitoring_config_file`, the Prometheus page.
+- `memory`: giving memory back after large and rejected requests.
 - `errors`: `ServingError` (TF Serving's codes and HTTP statuses), `ConfigError`.
 - `process`: `ServerProcess`, the server in a child process (free ports) for tests and
   benchmarks.

@@ -1,9 +1,10 @@
 """The Starlette app: TF Serving's REST URLs, body limits, back-pressure, error JSON.
 
 Routes `/v1/models/...` by TF Serving's own URL grammar to `handlers`, runs the handlers
-in the thread pool, answers 429 with Retry-After beyond `--max-inflight` predict
-requests in flight and 413 beyond `--max-body-bytes`, and starts and stops the
-registry's poller with the app's lifespan.
+in the thread pool, inflates gzip bodies, answers CORS preflights (and adds CORS headers
+with `cors=True`), answers 429 with Retry-After beyond `--max-inflight` predict requests
+in flight and 413 beyond `--max-body-bytes`, counts requests in the Prometheus metrics
+and serves their page, and starts and stops the registry's poller with the app's lifespan.
 
 Example (needs an export under exports/setnet-default)::
 
