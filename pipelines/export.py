@@ -3,10 +3,14 @@
 `export_model(model, "exports", "setnet", class_names)` writes
 `exports/setnet/<version>/` with two signatures:
 
-- `serving_default(points float32 [batch, N, 3])`: every point is real, so TF Serving's
+- `serving_default(points float32 [batch, N, F])`: every point is real, so TF Serving's
   plain row format works: `{"instances": [cloud, cloud, ...]}` with clouds of one size.
-- `serving_masked(points float32 [batch, N, 3], mask bool [batch, N])`: padded batches of
+- `serving_masked(points float32 [batch, N, F], mask bool [batch, N])`: padded batches of
   clouds of different sizes; padded points (mask False) do not change the answer.
+
+F is the model's features per point (3 for x, y, z). A classifier's signatures return
+`probabilities` and `class_id` (below); a regressor's (``task="regression"``) return
+`prediction` float32 `(batch, T)`, with the target names in `assets/target_names.txt`.
 
 Both return `probabilities` float32 `(batch, K)` and `class_id` int64 `(batch,)`. Class
 names go to `assets/class_names.txt` (one per line, line i is class i), a summary of the
@@ -45,6 +49,7 @@ import numpy as np
 from setnet import invariance as inv
 
 CLASS_NAMES_FILE = "class_names.txt"
+TARGET_NAMES_FILE = "target_names.txt"
 SUMMARY_FILE = "export.json"
 WARMUP_FILE = "tf_serving_warmup_requests"
 TMP_PREFIX = ".tmp-export-"
@@ -90,11 +95,20 @@ def _model_input_names(model) -> list[str]:
     return [t.name.split(":")[0] for t in model.inputs]
 
 
+def num_features_of(model) -> int:
+    """F: the features per point of the model's `points` input."""
+    for t in model.inputs:
+        if t.name.split(":")[0] == "points" and t.shape[-1] is not None:
+            return int(t.shape[-1])
+    raise ExportError("the model's 'points' input must have a known last dimension (F, the features "
+                      "per point), e.g. keras.Input((None, 3), name='points')")
+
+
 def _check_model(model, class_names):
     names = _model_input_names(model)
     if sorted(names) != ["mask", "points"]:
         raise ExportError(
-            f"the model must have two named inputs 'points' (float32 [batch, N, 3]) and 'mask' "
+            f"the model must have two named inputs 'points' (float32 [batch, N, F]) and 'mask' "
             f"(bool [batch, N]); it has {names}. Build it with setnet.models.build_classifier "
             f"or name the keras.Input layers 'points' and 'mask'.")
     num_classes = model.output_shape[-1]
@@ -115,15 +129,17 @@ def _call_model(model, points, mask):
     return model([by_name[n] for n in _model_input_names(model)], training=False)
 
 
-def _build_module(model, class_names_src):
+def _build_module(model, class_names_src, task: str = "classification"):
     import tensorflow as tf
 
     def outputs(logits):
         logits = tf.cast(logits, tf.float32)
+        if task == "regression":
+            return {"prediction": logits}
         return {"probabilities": tf.nn.softmax(logits, axis=-1),
                 "class_id": tf.argmax(logits, axis=-1, output_type=tf.int64)}
 
-    points_spec = tf.TensorSpec([None, None, 3], tf.float32, name="points")
+    points_spec = tf.TensorSpec([None, None, num_features_of(model)], tf.float32, name="points")
     mask_spec = tf.TensorSpec([None, None], tf.bool, name="mask")
 
     @tf.function(input_signature=[points_spec])
@@ -147,10 +163,10 @@ def _build_module(model, class_names_src):
     return module, signatures
 
 
-def _default_check_clouds(seed: int):
+def _default_check_clouds(seed: int, num_features: int = 3):
     rng = np.random.default_rng(seed)
-    return inv.shape_clouds(seed, sizes=(5, 64, 257)) + [
-        rng.normal(size=(100, 3)).astype(np.float32)]
+    clouds = inv.shape_clouds(seed, sizes=(5, 64, 257)) + [rng.normal(size=(100, 3)).astype(np.float32)]
+    return [inv.with_features(c, num_features, seed=seed + i) for i, c in enumerate(clouds)]
 
 
 def _run_checks(version_dir, clouds, permutations, seed):
@@ -193,24 +209,28 @@ def _write_warmup(version_dir, model_name, cloud):
 
 def export_model(model, export_root, model_name: str, class_names: Sequence[str],
                  version: int | None = None, check_invariance: bool = True, *,
-                 check_clouds=None, permutations: int = 8, seed: int = 0) -> pathlib.Path:
-    """Exports a set classifier as `<export_root>/<model_name>/<version>/` for TF Serving.
+                 check_clouds=None, permutations: int = 8, seed: int = 0,
+                 task: str = "classification") -> pathlib.Path:
+    """Exports a set classifier (or regressor) as `<export_root>/<model_name>/<version>/` for TF Serving.
 
     Args:
-        model: Keras model with inputs `points` float32 `(batch, N, 3)` and `mask` bool
-            `(batch, N)`, returning logits `(batch, K)`.
+        model: Keras model with inputs `points` float32 `(batch, N, F)` and `mask` bool
+            `(batch, N)`, returning logits `(batch, K)` (a regressor: its predictions `(batch, T)`).
         export_root: folder that holds one subfolder per model name.
         model_name: the TF Serving model name (the folder under `export_root`).
-        class_names: K names; line i of `assets/class_names.txt` is class i.
+        class_names: K names; line i of `assets/class_names.txt` is class i. A regressor's T
+            target names (`assets/target_names.txt`).
         version: integer version; the next free one when None. An existing version is
             never overwritten.
         check_invariance: load the written SavedModel back and check that permuted clouds
             and padded+masked clouds give the same probabilities before the version
             appears; raises `InvarianceError` (and writes nothing) if not.
-        check_clouds: clouds for the checks (list of `(N_i, 3)` arrays); default: a few
+        check_clouds: clouds for the checks (list of `(N_i, F)` arrays); default: a few
             synthetic clouds of different sizes.
         permutations: random permutations per cloud in the check.
         seed: seed of the checks.
+        task: "classification" (outputs `probabilities`, `class_id`) or "regression"
+            (output `prediction`).
 
     Returns:
         Path of the new version folder.
@@ -223,8 +243,14 @@ def export_model(model, export_root, model_name: str, class_names: Sequence[str]
     import keras
     import tensorflow as tf
 
+    if task not in ("classification", "regression"):
+        raise ExportError(f"task must be classification or regression; got {task!r}")
     class_names = list(class_names)
     _check_model(model, class_names)
+    num_features = num_features_of(model)
+    names_file = TARGET_NAMES_FILE if task == "regression" else CLASS_NAMES_FILE
+    outputs_doc = ({"prediction": "float32 [-1, T]"} if task == "regression" else
+                   {"probabilities": "float32 [-1, K]", "class_id": "int64 [-1]"})
     if not model_name or "/" in model_name or model_name.startswith("."):
         raise ExportError(f"model_name must be a plain folder name; got {model_name!r}")
     if version is not None and (not isinstance(version, (int, np.integer)) or version < 0):
@@ -238,26 +264,31 @@ def export_model(model, export_root, model_name: str, class_names: Sequence[str]
 
     tmp = model_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
     with tempfile.TemporaryDirectory() as scratch:
-        names_src = pathlib.Path(scratch) / CLASS_NAMES_FILE
+        names_src = pathlib.Path(scratch) / names_file
         names_src.write_text("\n".join(class_names) + "\n", encoding="utf-8")
         try:
-            module, signatures = _build_module(model, names_src)
+            module, signatures = _build_module(model, names_src, task)
             tf.saved_model.save(module, str(tmp), signatures=signatures)
             summary = {
                 "model_name": model_name,
-                "class_names": class_names,
+                "task": task,
+                "num_features": num_features,
+                ("target_names" if task == "regression" else "class_names"): class_names,
                 "signatures": {
-                    "serving_default": {"inputs": {"points": "float32 [-1, -1, 3]"}},
-                    "serving_masked": {"inputs": {"points": "float32 [-1, -1, 3]",
+                    "serving_default": {"inputs": {"points": f"float32 [-1, -1, {num_features}]"}},
+                    "serving_masked": {"inputs": {"points": f"float32 [-1, -1, {num_features}]",
                                                   "mask": "bool [-1, -1]"}},
-                    "outputs": {"probabilities": "float32 [-1, K]", "class_id": "int64 [-1]"},
+                    "outputs": outputs_doc,
                 },
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "tensorflow": tf.__version__,
                 "keras": keras.__version__,
             }
             clouds = inv.as_clouds(check_clouds if check_clouds is not None
-                                   else _default_check_clouds(seed))
+                                   else _default_check_clouds(seed, num_features))
+            if any(c.shape[1] != num_features for c in clouds):
+                raise ExportError(f"check_clouds must have {num_features} features per point (the "
+                                  f"model's F); got {sorted({c.shape[1] for c in clouds})}")
             if check_invariance:
                 invariance, padding = _run_checks(tmp, clouds, permutations, seed)
                 summary["invariance"] = invariance

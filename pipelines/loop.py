@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.distribute import is_distributed, task
+from pipelines.tasks import Classification, cross_entropy
 
 SUM = tf.distribute.ReduceOp.SUM
 MEAN = tf.distribute.ReduceOp.MEAN
@@ -86,7 +87,8 @@ def prepare(ds: tf.data.Dataset, *, batch_size: int, training: bool, buckets=(),
         target = bucket_for(n, buckets)
         points = tf.pad(points, [[0, 0], [0, target - n], [0, 0]])
         mask = tf.pad(mask, [[0, 0], [0, target - n]])
-        return points, mask, tf.cast(labels, tf.int64)
+        # Class ids as int64; regression targets (B, T) stay float.
+        return points, mask, labels if labels.dtype.is_floating else tf.cast(labels, tf.int64)
 
     def pad_batch(points, mask, labels):
         b = tf.shape(labels)[0]
@@ -94,7 +96,7 @@ def prepare(ds: tf.data.Dataset, *, batch_size: int, training: bool, buckets=(),
         weights = tf.concat([tf.ones([b]), tf.zeros([extra])], 0)
         points = tf.pad(points, [[0, extra], [0, 0], [0, 0]])
         mask = tf.pad(mask, [[0, extra], [0, 0]])
-        labels = tf.pad(labels, [[0, extra]])
+        labels = tf.pad(labels, [[0, extra]] + [[0, 0]] * (labels.shape.rank - 1))
         return points, mask, labels, weights
 
     ds = ds.map(pad_sets, num_parallel_calls=tf.data.AUTOTUNE)
@@ -118,13 +120,7 @@ def prepare(ds: tf.data.Dataset, *, batch_size: int, training: bool, buckets=(),
 # --------------------------------------------------------------------------- loss
 
 
-def per_example_loss(labels, logits, label_smoothing: float = 0.0):
-    """Softmax cross-entropy per example, with optional label smoothing (no one-hot needed)."""
-    logp = tf.nn.log_softmax(tf.cast(logits, tf.float32), axis=-1)
-    nll = -tf.gather(logp, labels, axis=-1, batch_dims=1)
-    if not label_smoothing:
-        return nll
-    return (1.0 - label_smoothing) * nll - label_smoothing * tf.reduce_mean(logp, axis=-1)
+per_example_loss = cross_entropy  # the classification loss (pipelines.tasks has the regression ones)
 
 
 # --------------------------------------------------------------------------- trainer
@@ -139,7 +135,9 @@ class Trainer:
             in ``strategy.scope()``.
         strategy: the default strategy, MirroredStrategy or MultiWorkerMirroredStrategy.
         xla: compile with XLA (the whole step on one device, the replica's compute under mirroring).
-        label_smoothing: label smoothing of the training loss.
+        label_smoothing: label smoothing of the training loss (classification).
+        objective: a `pipelines.tasks` task: its loss, its metric (``accuracy`` or ``mae``, in the logs
+            under that name) and its predictions; default classification with `label_smoothing`.
         steps_per_execution: training steps per call of the compiled function (one
             ``tf.while_loop`` over the input iterator, as Keras' ``steps_per_execution``): fewer
             Python round trips per step; callbacks' batch hooks then run once per call.
@@ -159,7 +157,8 @@ class Trainer:
 
     def __init__(self, model: keras.Model, optimizer: keras.optimizers.Optimizer,
                  strategy: tf.distribute.Strategy, *, xla: bool = True, label_smoothing: float = 0.0,
-                 verbose: int | str = "auto", steps_per_execution: int = 1, input_device: str | None = "auto"):
+                 verbose: int | str = "auto", steps_per_execution: int = 1, input_device: str | None = "auto",
+                 objective=None):
         if steps_per_execution < 1:
             raise ValueError(f"steps_per_execution must be >= 1, got {steps_per_execution}")
         self.model = model
@@ -167,6 +166,8 @@ class Trainer:
         self.strategy = strategy
         self.xla = xla
         self.label_smoothing = label_smoothing
+        self.objective = Classification(label_smoothing) if objective is None else objective
+        self.metric = self.objective.metric
         self.steps_per_execution = steps_per_execution
         self.distributed = is_distributed(strategy)
         if input_device == "auto":
@@ -203,7 +204,7 @@ class Trainer:
             tape.watch(trainable)
             logits, new_non_trainable, losses = self.model.stateless_call(
                 trainable, non_trainable, features, training=True, return_losses=True)
-            per = per_example_loss(labels, logits, self.label_smoothing) * weights
+            per = self.objective.per_example_loss(labels, logits) * weights
             loss_sum = tf.reduce_sum(per)
             loss = loss_sum / global_n
             if losses:
@@ -211,7 +212,7 @@ class Trainer:
                 loss += tf.add_n([tf.cast(x, tf.float32) for x in losses]) / self.strategy.num_replicas_in_sync
             scaled = loss * loss_scale
         grads = tape.gradient(scaled, trainable)
-        correct = tf.reduce_sum(weights * tf.cast(tf.equal(tf.argmax(logits, -1), labels), tf.float32))
+        correct = tf.reduce_sum(weights * self.objective.score(labels, logits))
         return grads, new_non_trainable, loss_sum, correct
 
     def _replica_logits(self, trainable, non_trainable, features):
@@ -267,14 +268,16 @@ class Trainer:
     def _eval_replica(self, features, labels, weights):
         trainable, non_trainable = self._values()
         logits = self.replica_logits(trainable, non_trainable, features)
-        per = per_example_loss(labels, logits) * weights
-        pred = tf.argmax(logits, -1)
-        correct = tf.reduce_sum(weights * tf.cast(tf.equal(pred, labels), tf.float32))
-        return tf.reduce_sum(per), correct, tf.reduce_sum(weights), pred, labels, weights
+        per = self.objective.per_example_loss(labels, logits, training=False) * weights
+        pred = self.objective.predict(logits)
+        correct = tf.reduce_sum(weights * self.objective.score(labels, logits))
+        squared = tf.reduce_sum(weights * self.objective.squared_error(labels, logits))
+        return tf.reduce_sum(per), correct, tf.reduce_sum(weights), squared, pred, labels, weights
 
     def _eval_step(self, features, labels, weights):
-        loss_sum, correct, n, pred, y, w = self.strategy.run(self._eval_replica, args=(features, labels, weights))
-        sums = [self.strategy.reduce(SUM, t, axis=None) for t in (loss_sum, correct, n)]
+        loss_sum, correct, n, squared, pred, y, w = self.strategy.run(self._eval_replica,
+                                                                      args=(features, labels, weights))
+        sums = [self.strategy.reduce(SUM, t, axis=None) for t in (loss_sum, correct, n, squared)]
         return sums, [self.strategy.gather(t, axis=0) for t in (pred, y, w)]
 
     # ---- epochs
@@ -294,7 +297,7 @@ class Trainer:
 
     def _read_logs(self) -> dict:
         loss_sum, correct, n, _ = self.running.numpy()
-        return {"loss": float(loss_sum / max(n, 1)), "accuracy": float(correct / max(n, 1))}
+        return {"loss": float(loss_sum / max(n, 1)), self.metric: float(correct / max(n, 1))}
 
     def train_epoch(self, dist_ds, steps: int | None, callbacks=None, log_every: int = 1, *,
                     start_step: int = 0, totals=None) -> dict:
@@ -305,7 +308,7 @@ class Trainer:
         those of the whole epoch. ``self.epoch_totals`` holds the running sums (float64), which a
         checkpoint taken between steps saves.
         """
-        bar = keras.utils.Progbar(steps, verbose=self.verbose, stateful_metrics=["loss", "accuracy"]) \
+        bar = keras.utils.Progbar(steps, verbose=self.verbose, stateful_metrics=["loss", self.metric]) \
             if self.verbose else None
         initial = np.zeros(4)
         if totals is not None:
@@ -352,7 +355,7 @@ class Trainer:
             raise RuntimeError("the training split gave no full batch; lower data.batch_size or check the split")
         self._bar = bar
         self._bar_step = start_step + int(ran)
-        return {"loss": float(loss_sum / examples), "accuracy": float(correct / examples),
+        return {"loss": float(loss_sum / examples), self.metric: float(correct / examples),
                 "epoch_seconds": seconds, "examples_per_second": float((examples - initial[2]) / seconds)}
 
     def evaluate(self, dist_ds, collect: bool = False) -> dict:
@@ -367,7 +370,7 @@ class Trainer:
             running = sums if running is None else running + sums
             if collect:
                 gathered.append(out)
-        totals = np.zeros(3) if running is None else running.numpy()
+        totals = np.zeros(4) if running is None else running.numpy()
         preds, labels_out = [], []
         for pred, y, w in gathered:
             keep = np.asarray(w) > 0
@@ -375,7 +378,9 @@ class Trainer:
             labels_out.append(np.asarray(y)[keep])
         if totals[2] == 0:
             raise RuntimeError("the evaluation split is empty")
-        out = {"loss": float(totals[0] / totals[2]), "accuracy": float(totals[1] / totals[2]), "examples": int(totals[2])}
+        out = {"loss": float(totals[0] / totals[2]), self.metric: float(totals[1] / totals[2]), "examples": int(totals[2])}
+        if "rmse" in self.objective.extra_metrics:
+            out["rmse"] = float(np.sqrt(totals[3] / totals[2]))
         if collect:
             out["predictions"] = np.concatenate(preds)
             out["labels"] = np.concatenate(labels_out)
@@ -416,9 +421,9 @@ class Trainer:
             logs["lr"] = lr
             if dist_val is not None:
                 val = self.evaluate(dist_val)
-                logs["val_loss"], logs["val_accuracy"] = val["loss"], val["accuracy"]
+                logs.update({f"val_{k}": v for k, v in val.items() if k != "examples"})
             if self._bar is not None:
-                shown = [(k, logs[k]) for k in ("loss", "accuracy", "val_loss", "val_accuracy") if k in logs]
+                shown = [(k, logs[k]) for k in ("loss", self.metric, "val_loss", f"val_{self.metric}") if k in logs]
                 self._bar.update(self._bar_step, shown, finalize=True)
             cbs.on_epoch_end(epoch, logs)
             history.append(logs)

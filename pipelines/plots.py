@@ -1,4 +1,5 @@
-"""PNG figures of a run (learning curves, confusion matrix) and of an experiment (run comparison)."""
+"""PNG figures of a run (learning curves, confusion matrix or predicted vs true) and of an experiment
+(run comparison)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def _subplots(figsize, *grid):
 
 
 def learning_curves(history: Sequence[dict], path: str | pathlib.Path, title: str = "") -> pathlib.Path:
-    """Loss and accuracy per epoch, training and validation, and the learning rate, side by side."""
+    """Loss and accuracy (a regression: mae) per epoch, training and validation, and the learning
+    rate, side by side."""
     from matplotlib.ticker import MaxNLocator
 
     epochs = np.arange(1, len(history) + 1)
@@ -29,7 +31,8 @@ def learning_curves(history: Sequence[dict], path: str | pathlib.Path, title: st
         axes[2].set_ylabel("learning rate (start of epoch)")
         axes[2].xaxis.set_major_locator(MaxNLocator(integer=True))
         axes[2].grid(alpha=0.3)
-    for ax, key in zip(axes, ("loss", "accuracy")):
+    metric = "mae" if history and "mae" in history[0] else "accuracy"
+    for ax, key in zip(axes, ("loss", metric)):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.plot(epochs, [h[key] for h in history], "o-", label=f"train {key}")
         if all(f"val_{key}" in h for h in history):
@@ -38,6 +41,52 @@ def learning_curves(history: Sequence[dict], path: str | pathlib.Path, title: st
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = pathlib.Path(path)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def predicted_vs_true(targets, predictions, target_names: Sequence[str], path: str | pathlib.Path,
+                      title: str = "") -> pathlib.Path:
+    """A regression's predictions against the true targets, one panel per target, with the
+    diagonal (perfect predictions) and each target's MAE and RMSE in its title.
+
+    Args:
+        targets, predictions: arrays (examples, T) (or (examples,) for one target).
+        target_names: T names.
+        path: the PNG to write.
+        title: the figure's title.
+
+    Example:
+
+    >>> import numpy as np, tempfile, os
+    >>> out = predicted_vs_true(np.arange(4.0), np.arange(4.0) + 0.5, ["y"],
+    ...                         os.path.join(tempfile.mkdtemp(), "pvt.png"))
+    >>> out.name
+    'pvt.png'
+    """
+    targets = np.asarray(targets, np.float64).reshape(len(targets), -1)
+    predictions = np.asarray(predictions, np.float64).reshape(len(predictions), -1)
+    if targets.shape != predictions.shape:
+        raise ValueError(f"targets {targets.shape} and predictions {predictions.shape} differ in shape")
+    count = targets.shape[1]
+    names = list(target_names) if len(target_names) == count else [f"target {i}" for i in range(count)]
+    fig, axes = _subplots((4.5 * count, 4.5), 1, count)
+    axes = np.atleast_1d(axes)
+    for i, ax in enumerate(axes):
+        t, p = targets[:, i], predictions[:, i]
+        lo, hi = float(min(t.min(), p.min())), float(max(t.max(), p.max()))
+        ax.plot([lo, hi], [lo, hi], "--", color="0.5", linewidth=1, label="predicted = true")
+        ax.scatter(t, p, s=12, alpha=0.7)
+        mae, rmse = float(np.mean(np.abs(p - t))), float(np.sqrt(np.mean((p - t) ** 2)))
+        ax.set_title(f"{names[i]}: MAE {mae:.3g}, RMSE {rmse:.3g}", fontsize=10)
+        ax.set_xlabel("true")
+        ax.set_ylabel("predicted")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper left")
     if title:
         fig.suptitle(title)
     fig.tight_layout()

@@ -1,4 +1,4 @@
-"""Train, evaluate, track and export a set classifier: ``make train [CONFIG=configs/x.yaml]``.
+"""Train, evaluate, track and export a set classifier or regressor: ``make train [CONFIG=configs/x.yaml]``.
 
     python -m pipelines.train --config configs/modelnet.yaml --set train.epochs=5 data.batch_size=16
     python -m pipelines.train --sync runs/<experiment>/<run>     # upload what MLflow missed
@@ -23,6 +23,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import math
 import os
 import pathlib
 import platform
@@ -200,7 +201,39 @@ def _callbacks(run_dir, job, signals, trainer, train_steps, every, start, histor
     return out
 
 
-def _optional_callbacks(cfg, train_epoch, val_ds, optimizer, run_dir, tracker, chief, say, position):
+def build_model(cfg: Config, info: dict, name: str | None = None):
+    """The classifier or regressor for a dataset (`pipelines.input.dataset_info`): its task, its F
+    and its coordinate features."""
+    from setnet.models import build_classifier, build_regressor
+
+    shape = {"num_features": info["num_features"], "spatial_axes": info["spatial_axes"]}
+    if name is not None:
+        shape["name"] = name
+    if info["task"] == "regression":
+        return build_regressor(cfg.model, num_targets=info["num_targets"], **shape)
+    return build_classifier(cfg.model, num_classes=info["num_classes"], **shape)
+
+
+def make_objective(cfg: Config, info: dict):
+    """The loop's task (`pipelines.tasks`) for the dataset's task and ``train.loss``."""
+    from pipelines.tasks import make_task
+
+    try:
+        return make_task(info["task"], loss=cfg.train.loss, label_smoothing=cfg.train.label_smoothing,
+                         huber_delta=cfg.train.huber_delta)
+    except ValueError as e:
+        raise ConfigError(f"{e} (dataset {cfg.data.name})") from None
+
+
+def describe_data(info: dict) -> str:
+    """'3-class' or 'regression (2 targets)', and the features per point."""
+    what = (f"{info['num_classes']}-class" if info["task"] == "classification" else
+            f"regression ({info['num_targets']} target{'s' if info['num_targets'] > 1 else ''}),")
+    return f"{what} {info['num_features']}-feature"
+
+
+def _optional_callbacks(cfg, train_epoch, val_ds, optimizer, run_dir, tracker, chief, say, position,
+                        objective=None):
     """Teleportation (``train.teleport``) and the network spectrum (``spectrum``), when enabled:
     (callbacks, the teleport callback or None)."""
     import keras
@@ -217,7 +250,8 @@ def _optional_callbacks(cfg, train_epoch, val_ds, optimizer, run_dir, tracker, c
         done = position.teleports if position is not None else 0
         teleport = TeleportCallback.from_config_section(
             tele_cfg.to_dict(), train_epoch(0).repeat().skip(done),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            loss=objective.keras_loss() if objective is not None else
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             optimizer=optimizer, verbose=1 if chief else 0)
         if position is not None:
             teleport.resume_at(done, epoch=position.epoch, step_in_epoch=position.step,
@@ -323,7 +357,7 @@ def _split_size(name: str, split: str, data: config_lib.DataConfig) -> int:
     from pipelines import datasets
 
     builder = datasets.load_prepared(name, data_dir=data.data_dir, manual_dir=data.manual_dir,
-                                     allow_partial=data.allow_partial)
+                                     allow_partial=data.allow_partial, params=data.builder_params())
     try:
         return int(builder.info.splits[split].num_examples)
     except (KeyError, ValueError) as e:
@@ -339,8 +373,9 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
     """Run one training job from a resolved config (see `pipelines.config.load_config`).
 
     Returns:
-        dict with ``test_accuracy``, ``test_loss``, ``run_dir``, ``mlflow_run_id``, ``export_path``,
-        ``history`` (every epoch's logs), ``compilations`` and ``resumed``.
+        dict with ``test_loss`` and ``test_accuracy`` (a regression: ``test_mae``, ``test_rmse`` and
+        ``test_accuracy`` None), ``run_dir``, ``mlflow_run_id``, ``export_path``, ``history`` (every
+        epoch's logs), ``compilations`` and ``resumed``.
 
     Raises:
         pipelines.checkpointing.Stopped: SIGTERM or Ctrl-C; the job checkpoint was written first.
@@ -352,7 +387,6 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
 
     from pipelines import checkpointing, distribute, loop
     from pipelines.input import dataset_info, make_epochs
-    from setnet.models import build_classifier
 
     t_start = time.time()
     data, tcfg = cfg.data, cfg.train
@@ -366,7 +400,7 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
     splits = {"train": data.train_split, "val": data.val_split, "test": data.test_split}
     with _preparing(data, say):
         info = dataset_info(data.name, data_dir=data.data_dir, manual_dir=data.manual_dir,
-                            allow_partial=data.allow_partial)
+                            allow_partial=data.allow_partial, params=data.builder_params())
         sizes = {s: _split_size(data.name, split, data) for s, split in splits.items()}
     if tcfg.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -385,7 +419,8 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         epochs = make_epochs(data.name, splits[split_key], num_points=data.num_points, batch_size=batch,
                              training=training, augment=data.augment if training else None, seed=cfg.seed,
                              data_dir=data.data_dir, manual_dir=data.manual_dir,
-                             allow_partial=data.allow_partial, strategy=strategy, cache=data.cache)
+                             allow_partial=data.allow_partial, strategy=strategy, cache=data.cache,
+                             params=data.builder_params())
         return lambda epoch: loop.prepare(epochs(epoch), batch_size=batch, training=training,
                                           buckets=list(data.buckets), steps=train_steps if training else None,
                                           strategy=strategy)
@@ -394,7 +429,7 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
     val_ds, test_ds = epochs_of("val", False)(0), epochs_of("test", False)(0)
 
     with strategy.scope():
-        model = build_classifier(cfg.model, num_classes=info["num_classes"])
+        model = build_model(cfg, info)
         optimizer = make_optimizer(tcfg, train_steps)
         optimizer.build(model.trainable_variables)
 
@@ -422,7 +457,7 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
     if task.chief:
         (run_dir / "config.yaml").write_text(config_lib.dump(cfg))
 
-    say(f"setnet: {info['num_classes']}-class {data.name} (v{info['version']}): "
+    say(f"setnet: {describe_data(info)} {data.name} (v{info['version']}): "
         f"{sizes['train']} train / {sizes['val']} val / {sizes['test']} test sets of {data.num_points} points; "
         f"{model.name} with {model.count_params():,} parameters; {distribute.describe(strategy)}; "
         f"XLA {'on' if tcfg.xla else 'off'}{'; deterministic' if tcfg.deterministic else ''}; "
@@ -450,10 +485,11 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         if tracker.run_id:
             say(f"MLflow: run {tracker.run_id} in experiment {cfg.experiment!r} at {uri}")
 
+    objective = make_objective(cfg, info)
     trainer = loop.Trainer(model, optimizer, strategy, xla=tcfg.xla, label_smoothing=tcfg.label_smoothing,
-                           steps_per_execution=tcfg.steps_per_execution)
+                           steps_per_execution=tcfg.steps_per_execution, objective=objective)
     optional, teleport = _optional_callbacks(cfg, train_epoch, val_ds, optimizer, run_dir, tracker, task.chief,
-                                             say, position)
+                                             say, position, objective)
     signals = checkpointing.StopSignals(task, isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy))
     cbs = (_callbacks(run_dir, job, signals, trainer, train_steps, tcfg.checkpoint_every_steps,
                       position.global_step if position else 0, history_doc, tracker,
@@ -503,33 +539,47 @@ def _finish(cfg, info, model, trainer, test_ds, history_doc, run_dir, tracker, c
     history = history_doc["epochs"]
     test = trainer.evaluate(trainer.distribute(test_ds), collect=True)
     minutes = (time.time() - t_start) / 60
-    result = {"test_accuracy": test["accuracy"], "test_loss": test["loss"], "run_dir": str(run_dir),
+    regression = info["task"] == "regression"
+    # The test figures by name: loss and accuracy, or loss, mae and rmse.
+    scores = {k: v for k, v in test.items() if k not in ("examples", "predictions", "labels")}
+    result = {**{f"test_{k}": v for k, v in scores.items()}, "run_dir": str(run_dir),
               "history": history, "compilations": dict(trainer.compilations), "resumed": resumed,
               "mlflow_run_id": tracker.run_id if tracker else None, "export_path": None}
+    result.setdefault("test_accuracy", None)  # a regression has none (sweeps read the key)
     if task.chief:
-        final = {"test_loss": test["loss"], "test_accuracy": test["accuracy"],
-                 "best_val_accuracy": max((h.get("val_accuracy", 0.0) for h in history), default=0.0),
+        final = {**{f"test_{k}": v for k, v in scores.items()},
                  "xla_compilations": float(sum(trainer.compilations.values())),
                  "wall_minutes": minutes}
+        if regression:
+            final["best_val_mae"] = min((h.get("val_mae", math.inf) for h in history), default=math.inf)
+        else:
+            final["best_val_accuracy"] = max((h.get("val_accuracy", 0.0) for h in history), default=0.0)
         curves = plots.learning_curves(history, run_dir / "learning_curves.png", title=run_dir.name)
-        confusion = plots.confusion_matrix(test["labels"], test["predictions"], info["class_names"],
-                                           run_dir / "confusion_matrix.png", title=f"{data.test_split}:")
+        if regression:
+            outcome = plots.predicted_vs_true(test["labels"], test["predictions"], info["target_names"],
+                                              run_dir / "predicted_vs_true.png", title=f"{data.test_split}:")
+        else:
+            outcome = plots.confusion_matrix(test["labels"], test["predictions"], info["class_names"],
+                                             run_dir / "confusion_matrix.png", title=f"{data.test_split}:")
         (run_dir / "model_summary.txt").write_text(_summary(model))
         if tracker:
-            tracker.log_metrics(final, step=len(history))
-            for path in (curves, confusion, run_dir / "model_summary.txt", run_dir / "history.json"):
+            tracker.log_metrics({k: v for k, v in final.items() if math.isfinite(v)}, step=len(history))
+            for path in (curves, outcome, run_dir / "model_summary.txt", run_dir / "history.json"):
                 tracker.log_artifact(path, "plots" if path.suffix == ".png" else None)
         if cfg.export.enabled:
-            result["export_path"] = str(_export(cfg, model, info, test_ds, tracker, say,
-                                                test={"accuracy": test["accuracy"], "loss": test["loss"]},
+            result["export_path"] = str(_export(cfg, model, info, test_ds, tracker, say, test=scores,
                                                 checkout=checkout))
     history_doc["completed"] = True
-    history_doc["test"] = {"accuracy": test["accuracy"], "loss": test["loss"]}
+    history_doc["test"] = scores
     if task.chief:
         write_json(run_dir / "history.json", history_doc)
-    say(f"test accuracy: {result['test_accuracy']:.4f} (loss {result['test_loss']:.4f}) on "
-        f"{test['examples']} {data.name} {data.test_split} sets; chance {1 / info['num_classes']:.3f}; "
-        f"{(time.time() - t_start) / 60:.1f} min")
+    if regression:
+        say(f"test MAE: {scores['mae']:.4g}, RMSE {scores['rmse']:.4g} (loss {scores['loss']:.4g}) on "
+            f"{test['examples']} {data.name} {data.test_split} sets; {(time.time() - t_start) / 60:.1f} min")
+    else:
+        say(f"test accuracy: {result['test_accuracy']:.4f} (loss {result['test_loss']:.4f}) on "
+            f"{test['examples']} {data.name} {data.test_split} sets; chance {1 / info['num_classes']:.3f}; "
+            f"{(time.time() - t_start) / 60:.1f} min")
     return result
 
 
@@ -545,9 +595,8 @@ def _export(cfg, model, info, test_ds, tracker, say, test, checkout):
     import numpy as np
 
     from pipelines.export import export_model, read_export_summary
-    from setnet.models import build_classifier
 
-    clone = build_classifier(cfg.model, num_classes=info["num_classes"])
+    clone = build_model(cfg, info)
     clone.set_weights(model.get_weights())
     clouds = []
     for features, _, weights in test_ds:
@@ -557,8 +606,10 @@ def _export(cfg, model, info, test_ds, tracker, say, test, checkout):
             break
     clouds = [np.asarray(c, np.float32) for c in clouds[: cfg.export.invariance_clouds]]
     name = cfg.export.model_name or cfg.experiment
-    path = export_model(clone, cfg.export.root, name, info["class_names"], check_invariance=True,
-                        check_clouds=clouds, permutations=cfg.export.invariance_permutations, seed=cfg.seed)
+    names = info["target_names"] if info["task"] == "regression" else info["class_names"]
+    path = export_model(clone, cfg.export.root, name, names, check_invariance=True,
+                        check_clouds=clouds, permutations=cfg.export.invariance_permutations, seed=cfg.seed,
+                        task=info["task"])
     summary = read_export_summary(path)
     inv, pad = summary.get("invariance", {}), summary.get("masked_padding", {})
     say(f"exported {path}: permutation invariance {'passed' if inv.get('passed') else 'FAILED'} "

@@ -1,4 +1,5 @@
-"""Permutation-invariance checks for anything that maps point clouds to class probabilities.
+"""Permutation-invariance checks for anything that maps point clouds to class probabilities
+(or, for a regressor, to its predictions).
 
 The same checks run in three places: in process before an export is written
 (`pipelines.export.export_model`), against a REST endpoint in the serving test suite
@@ -42,6 +43,7 @@ __all__ = [
     "as_clouds",
     "shape_clouds",
     "probabilities_of",
+    "with_features",
     "DEFAULT_ATOL",
     "DEFAULT_RTOL",
 ]
@@ -52,17 +54,18 @@ class InvarianceError(ValueError):
 
 
 def probabilities_of(output) -> np.ndarray:
-    """The probabilities array in a predict function's output.
+    """The probabilities array in a predict function's output (a regressor's: its predictions).
 
-    Accepts an array, or a mapping with a `probabilities` entry (a SavedModel signature's
-    output dict or a REST client's parsed answer).
+    Accepts an array, or a mapping with a `probabilities` (or `prediction`) entry (a
+    SavedModel signature's output dict or a REST client's parsed answer).
     """
     if isinstance(output, Mapping):
-        if "probabilities" not in output:
+        key = "probabilities" if "probabilities" in output else "prediction"
+        if key not in output:
             raise KeyError(
-                f"predict_fn returned a mapping without 'probabilities' (keys: {sorted(output)}); "
-                "return the probabilities array or a dict with a 'probabilities' entry")
-        output = output["probabilities"]
+                f"predict_fn returned a mapping without 'probabilities' or 'prediction' (keys: "
+                f"{sorted(output)}); return the array or a dict with one of those entries")
+        output = output[key]
     if hasattr(output, "numpy"):
         output = output.numpy()
     return np.asarray(output, dtype=np.float64)
@@ -123,6 +126,25 @@ def shape_clouds(seed: int = 0, sizes=(37, 128, 300)):
             out.append(np.stack([(1 + 0.3 * np.cos(b)) * np.cos(a),
                                  (1 + 0.3 * np.cos(b)) * np.sin(a), 0.3 * np.sin(b)], axis=1))
     return [c.astype(np.float32) for c in out]
+
+
+def with_features(cloud: np.ndarray, num_features: int, seed: int = 0) -> np.ndarray:
+    """A cloud `(N, C)` with `num_features` features per point, for models whose F is not 3.
+
+    Extra features are seeded standard normal values per point (a model's answer may depend on
+    them, which the checks need); fewer features keep the first ones.
+
+    Example:
+
+    >>> with_features(np.zeros((4, 3), np.float32), 5).shape
+    (4, 5)
+    """
+    cloud = np.asarray(cloud, np.float32)
+    have = cloud.shape[1]
+    if num_features <= have:
+        return np.ascontiguousarray(cloud[:, :num_features])
+    extra = np.random.default_rng(seed).normal(size=(cloud.shape[0], num_features - have))
+    return np.concatenate([cloud, extra.astype(np.float32)], axis=1)
 
 
 def _within(dev: np.ndarray, ref: np.ndarray, atol: float, rtol: float) -> bool:

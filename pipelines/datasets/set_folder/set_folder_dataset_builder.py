@@ -119,6 +119,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             if width == 0:
                 raise DataFormatError(f"{layout.root / rel}: no features (shape {tuple(points.shape)}); a set "
                                       "file holds one row per point and at least one column")
+            self._named = names is not None
             if names is None:
                 names = list(readers.MESH_NAMES[:width]) + [f"f{i}" for i in range(3, width)]
                 names = names if width >= 3 else [f"f{i}" for i in range(width)]
@@ -166,7 +167,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             if points.ndim == 2 and len(points) and points.shape[1] != width:
                 raise DataFormatError(f"{path}: {points.shape[1]} features per point, but the first set "
                                       f"has {width} ({', '.join(names)}); every set needs the same features")
-            if file_names is not None and points.ndim == 2 and list(file_names) != names and len(points):
+            # Files without names (.npy, .npz, headerless text) sit beside named ones (.ply, text
+            # with a header): only two sets that both name their features must agree.
+            if (file_names is not None and self._named and points.ndim == 2 and list(file_names) != names
+                    and len(points)):
                 raise DataFormatError(f"{path}: features named {', '.join(file_names)}, but the first set's "
                                       f"are {', '.join(names)}; give every file the same columns")
             points = user_sets.check_points(points, str(path))
