@@ -24,6 +24,7 @@ from serving.server.codec import (check_examples, echo, outputs_to_json, parse_j
                                   tensors_from_inputs, tensors_from_instances)
 from serving.server.config import Limits
 from serving.server.errors import ServingError, invalid
+from serving.server.ragged import pad_instances
 from serving.server.servable import DEFAULT_SIGNATURE, PREDICT_METHOD, LoadedVersion, Signature
 from serving.server.validation import validate_inputs
 from serving.server.versions import ModelRegistry
@@ -138,7 +139,12 @@ def handle_predict(registry: ModelRegistry, limits: Limits, name: str, version: 
             raise invalid(f"JSON Value: {echo(doc)} Expecting 'instances' to be an list/array")
         if not instances:
             raise invalid(f"JSON Value: {echo(doc)} No values in 'instances' array")
-        arrays = tensors_from_instances(instances, signature.inputs, bools_in_body)
+        # Clouds of different sizes: padded and masked here (an extension; ragged.py).
+        routed = pad_instances(instances, signature, servable.signatures, bools_in_body)
+        if routed is not None:
+            signature, arrays = routed
+        else:
+            arrays = tensors_from_instances(instances, signature.inputs, bools_in_body)
     elif has_inputs:
         arrays = tensors_from_inputs(doc["inputs"], signature.inputs, bools_in_body)
     else:

@@ -51,8 +51,9 @@ def validate_inputs(arrays: dict, signature: Signature, limits: Limits) -> None:
             for axis, (want, got) in enumerate(zip(spec.shape, arr.shape)):
                 if want not in (-1, None) and want != got:
                     if name == "points" and axis == len(spec.shape) - 1:
+                        what = "[x, y, z] (3 values)" if want == 3 else f"{want} values (this model's features)"
                         raise invalid(f"Input 'points' has {got} values per point; each point "
-                                      f"must be [x, y, z] ({want} values).")
+                                      f"must be {what}.")
                     raise invalid(f"Input '{name}' must have shape {_shape_str(spec.shape)}; "
                                   f"got {_shape_str(arr.shape)} (axis {axis} is {got}, not "
                                   f"{want}).")
