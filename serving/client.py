@@ -417,16 +417,28 @@ def _read_npy(path: pathlib.Path) -> np.ndarray:
         raise CloudFileError(f"{path}: truncated .npy file ({err}); {save_hint}") from err
 
 
+def features_of(metadata: dict, signature: str = "serving_default") -> int | None:
+    """F, the values per point the model's `points` input takes, from its metadata (GET
+    .../metadata, or the gRPC client's metadata()); None when the signature does not say."""
+    try:
+        sigs = metadata["metadata"]["signature_def"]["signature_def"]
+        sig = sigs.get(signature) or sigs["serving_default"]
+        size = int(sig["inputs"]["points"]["tensor_shape"]["dim"][-1]["size"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return size if size > 0 else None
+
+
 def load_clouds(path, *, num_points: int | None = None, sample: str = "first",
                 h5_key: str | None = None, normalize: bool = False,
-                seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    """Reads point clouds from a file: `[(label, (N, 3) float32 array), ...]`.
+                seed: int = 0, num_features: int | None = 3) -> list[tuple[str, np.ndarray]]:
+    """Reads point clouds from a file: `[(label, (N, F) float32 array), ...]`.
 
     Args:
         path: `.npy` ((N, C) or (B, N, C)), `.txt`/`.csv`/`.xyz`/`.pts` (one point a line,
             e.g. ModelNet's `x,y,z,nx,ny,nz`), `.h5`/`.hdf5` (PointNet layout: dataset
             `data` (B, N, C)) or `.off` (a mesh: `num_points` points sampled uniformly on its
-            surface, default 1024). Only the first three columns (x, y, z) are used.
+            surface, default 1024). The first `num_features` columns are used (x, y, z).
         num_points: at most this many points per cloud (`sample` says which).
         sample: `first` (the first points; ModelNet's resampled files are ordered so that
             any prefix covers the shape) or `random`.
@@ -434,6 +446,8 @@ def load_clouds(path, *, num_points: int | None = None, sample: str = "first",
         normalize: centre each cloud and scale it into the unit sphere (raw meshes usually
             need this; the ModelNet files here are already normalised).
         seed: seed for surface sampling and `sample="random"`.
+        num_features: F, the values per point the model takes (`features_of` reads it from
+            the server); a file with fewer columns is refused. None: every column (at least 3).
     """
     path = pathlib.Path(path)
     if not path.exists():
@@ -472,21 +486,25 @@ def load_clouds(path, *, num_points: int | None = None, sample: str = "first",
         raise CloudFileError(f"{path}: expected numbers, found {data.dtype}")
     if data.ndim == 2:
         data = data[None]
-    if data.ndim != 3 or data.shape[-1] < 3 or data.shape[1] == 0:
-        raise CloudFileError(f"{path}: expected points of shape (N, 3+) or (B, N, 3+), got "
-                             f"{tuple(data.shape)}")
+    width = 3 if num_features is None else num_features
+    if data.ndim != 3 or data.shape[-1] < width or data.shape[1] == 0:
+        raise CloudFileError(f"{path}: expected points of shape (N, {width}+) or (B, N, {width}+)"
+                             + ("" if num_features is None else
+                                f" (the model takes {num_features} values per point)")
+                             + f", got {tuple(data.shape)}")
     rng = np.random.default_rng(seed)
     out = []
-    for i, cloud in enumerate(data[..., :3].astype(np.float64)):
+    for i, cloud in enumerate(data[..., :num_features].astype(np.float64)):
         if not np.isfinite(cloud).all():
             raise CloudFileError(f"{path}: cloud {i} has NaN or Inf coordinates")
         if num_points is not None and len(cloud) > num_points:
             cloud = (cloud[:num_points] if sample == "first"
                      else cloud[np.sort(rng.choice(len(cloud), num_points, replace=False))])
-        if normalize:
-            cloud = cloud - cloud.mean(axis=0)
-            radius = np.linalg.norm(cloud, axis=1).max()
-            cloud = cloud / radius if radius > 0 else cloud
+        if normalize:  # the coordinates, x, y, z: the first three columns
+            xyz = cloud[:, :3] - cloud[:, :3].mean(axis=0)
+            radius = np.linalg.norm(xyz, axis=1).max()
+            cloud = cloud.copy()
+            cloud[:, :3] = xyz / radius if radius > 0 else xyz
         label = str(path) if len(data) == 1 else f"{path}[{i}]"
         out.append((label, cloud.astype(np.float32)))
     return out
@@ -570,7 +588,14 @@ def main(argv=None) -> int:
         clouds = []
         for f in args.files:
             clouds += load_clouds(f, num_points=args.num_points, sample=args.sample,
-                                  h5_key=args.h5_key, normalize=args.normalize)
+                                  h5_key=args.h5_key, normalize=args.normalize, num_features=None)
+        # The model's F (values per point) from its signature; 3 (x, y, z) if it does not say.
+        width = features_of(client.metadata(), args.signature or "serving_default") or 3
+        short = next(((label, c.shape[1]) for label, c in clouds if c.shape[1] < width), None)
+        if short is not None:
+            raise CloudFileError(f"{short[0]}: {short[1]} values per point, but the model takes {width} "
+                                 f"(its signature's points input is [batch, N, {width}])")
+        clouds = [(label, c[:, :width]) for label, c in clouds]
         out = client.predict([c for _, c in clouds], signature_name=args.signature,
                              **({} if args.grpc else {"columnar": args.columnar}))
     except (CloudFileError, OSError) as err:

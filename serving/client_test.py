@@ -321,3 +321,16 @@ def test_cli_reports_file_errors_and_usage(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         C.main(["predict", "--model", "m", "--version", "1", "--label", "x", "f.npy"])
+
+
+def test_features_of_reads_the_models_width_and_load_clouds_keeps_that_many(tmp_path):
+    dims = [{"size": "-1"}, {"size": "-1"}, {"size": "5"}]
+    meta = {"metadata": {"signature_def": {"signature_def": {
+        "serving_default": {"inputs": {"points": {"tensor_shape": {"dim": dims}}}}}}}}
+    assert C.features_of(meta) == 5 and C.features_of(meta, "serving_masked") == 5
+    assert C.features_of({"metadata": {}}) is None
+    np.save(tmp_path / "c.npy", np.arange(24, dtype=np.float32).reshape(4, 6))
+    [(_, cloud)] = C.load_clouds(tmp_path / "c.npy", num_features=5)
+    assert cloud.shape == (4, 5) and cloud[1].tolist() == [6, 7, 8, 9, 10]
+    with pytest.raises(C.CloudFileError, match=r"takes 7 values per point"):
+        C.load_clouds(tmp_path / "c.npy", num_features=7)
