@@ -200,3 +200,12 @@ def test_bad_parameter_files_name_the_file_and_the_field(tmp_path, text, fragmen
 def test_module_examples_run():
     result = doctest.testmod(batching)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_shipped_batching_config_is_read():
+    import pathlib
+
+    shipped = pathlib.Path(__file__).resolve().parents[1] / "batching.config"
+    assert load_batching_parameters(shipped) == BatchingOptions(
+        max_batch_size=32, batch_timeout_micros=1000, num_batch_threads=2,
+        max_enqueued_batches=100)

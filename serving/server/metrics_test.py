@@ -98,3 +98,10 @@ def test_served_version_names_the_version_that_answers():
 def test_module_examples_run():
     result = doctest.testmod(metrics_module)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_the_shipped_monitoring_config_is_read():
+    import pathlib
+
+    shipped = pathlib.Path(__file__).resolve().parents[1] / "monitoring.config"
+    assert load_monitoring_config(shipped) == "/monitoring/prometheus/metrics"
