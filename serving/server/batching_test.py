@@ -207,5 +207,5 @@ def test_the_shipped_batching_config_is_read():
 
     shipped = pathlib.Path(__file__).resolve().parents[1] / "batching.config"
     assert load_batching_parameters(shipped) == BatchingOptions(
-        max_batch_size=32, batch_timeout_micros=1000, num_batch_threads=2,
+        max_batch_size=32, batch_timeout_micros=0, num_batch_threads=1,
         max_enqueued_batches=100)
