@@ -89,7 +89,7 @@ serve-docker:  ## tensorflow/serving on $(EXPORTS)/$(EXPORT) with serving/models
 	@command -v docker >/dev/null || { echo "error: docker not found; install Docker (with the compose plugin), or use 'make serve' for the embedded server"; exit 1; }
 	SETNET_EXPORTS=$(abspath $(EXPORTS)) SETNET_EXPORT=$(EXPORT) SETNET_REST_PORT=$(SERVE_PORT) SETNET_GRPC_PORT=$(GRPC_PORT) docker compose -f docker-compose.yml up $(ARGS)
 
-bench-serve: $(STAMP)  ## REST and gRPC (embedded server) vs in-process SavedModel: req/s, p50, p99 at batch 1 and 32 (ARGS="--clients 16 --duration 30")
+bench-serve: $(STAMP)  ## REST and gRPC (embedded server) vs in-process SavedModel: req/s, p50, p99 at batch 1 and 32, and batch 1 with --enable_batching (ARGS="--clients 16 --duration 30")
 	$(PY) -m benchmarks.bench_serve $(ARGS)
 
 .PHONY: bench-teleport
