@@ -8,7 +8,11 @@
 - `serving_masked(points float32 [batch, N, F], mask bool [batch, N])`: padded batches of
   clouds of different sizes; padded points (mask False) do not change the answer.
 
-F is the model's features per point (3 for x, y, z). A classifier's signatures return
+F is the model's features per point (3 for x, y, z). In process, the loaded SavedModel also
+takes sets of different sizes as one `tf.RaggedTensor` (batch, None, F):
+`tf.saved_model.load(path).predict_ragged(sets)` pads and masks them inside and returns what
+`serving_masked` returns (a function, not a signature: TF Serving's APIs carry dense tensors).
+A classifier's signatures return
 `probabilities` and `class_id` (below); a regressor's (``task="regression"``) return
 `prediction` float32 `(batch, T)`, with the target names in `assets/target_names.txt`.
 
@@ -151,6 +155,14 @@ def _build_module(model, class_names_src, task: str = "classification"):
     def serving_masked(points, mask):
         return outputs(_call_model(model, points, mask))
 
+    @tf.function(input_signature=[tf.RaggedTensorSpec([None, None, num_features_of(model)], tf.float32,
+                                                       ragged_rank=1)])
+    def predict_ragged(sets):
+        from setnet.layers.set_ops import ragged_to_masked
+
+        points, mask = ragged_to_masked(sets)
+        return outputs(_call_model(model, points, mask))
+
     module = tf.Module()
     # Variables are tracked as a list (as keras.export.ExportArchive does) rather than the
     # Keras model itself, so the SavedModel holds only what the signatures use.
@@ -158,6 +170,7 @@ def _build_module(model, class_names_src, task: str = "classification"):
     module.class_names_file = tf.saved_model.Asset(str(class_names_src))
     module.serving_default = serving_default
     module.serving_masked = serving_masked
+    module.predict_ragged = predict_ragged
     signatures = {"serving_default": serving_default.get_concrete_function(),
                   "serving_masked": serving_masked.get_concrete_function()}
     return module, signatures

@@ -157,7 +157,7 @@ def test_docstring_examples_run(module):
 def test_exports():
     assert sorted(setnet.layers.__all__) == [
         "FoldedEquivariant", "MaskedGlobalPooling", "PermEquivariantLinear", "PermEquivariantQuadratic",
-        "SetNormalization", "TiedEquivariantDense",
+        "RaggedSets", "SetNormalization", "TiedEquivariantDense",
     ]
     for name in setnet.layers.__all__:
         assert keras.saving.get_registered_name(getattr(setnet.layers, name)) == f"setnet>{name}"

@@ -48,6 +48,7 @@ class MaskedGlobalPooling(keras.layers.Layer):
     def build(self, input_shape):
         set_ops.input_channels(self, input_shape)
 
+    @set_ops.accepts_ragged
     def call(self, inputs, mask=None):
         return ops.cast(set_ops.masked_pool(inputs, set_ops.float_mask(mask, inputs), self.mode), inputs.dtype)
 

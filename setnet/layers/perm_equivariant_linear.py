@@ -103,6 +103,7 @@ class PermEquivariantLinear(keras.layers.Layer):
             if self.use_bias else None
         )
 
+    @set_ops.accepts_ragged
     def call(self, inputs, mask=None):
         m = set_ops.float_mask(mask, inputs)
         x = set_ops.mask_points(inputs, m)

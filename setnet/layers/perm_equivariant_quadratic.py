@@ -167,6 +167,7 @@ class PermEquivariantQuadratic(keras.layers.Layer):
             w = ops.einsum("cs,ds,rso->rcdo", self.quadratic_left, self.quadratic_right, self.quadratic_kernel)
         return ops.take(w, SYMMETRIC_SLOTS, axis=0) if self.symmetric else w
 
+    @set_ops.accepts_ragged
     def call(self, inputs, mask=None):
         m = set_ops.float_mask(mask, inputs)
         x = set_ops.mask_points(inputs, m)

@@ -112,6 +112,7 @@ class SetNormalization(keras.layers.Layer):
             autocast=False,
         )
 
+    @set_ops.accepts_ragged
     def call(self, inputs, training=None, mask=None):
         # Statistics and the affine map in at least float32 (as keras.layers.BatchNormalization): half-precision
         # sums over many points overflow or lose digits, and x * scale + shift cancels at large offsets.

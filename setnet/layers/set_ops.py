@@ -34,11 +34,56 @@ hundred points, and T4's differences of such terms cancel in bfloat16.
 
 from __future__ import annotations
 
+import functools
+
 import keras
 import numpy as np
 from keras import ops
 
 POOLINGS = ("sum", "mean")
+
+
+def is_ragged(x) -> bool:
+    """Whether x is a ``tf.RaggedTensor`` (checked by name: no TensorFlow import for other backends)."""
+    return type(x).__name__ == "RaggedTensor"
+
+
+def ragged_to_masked(x):
+    """A ``tf.RaggedTensor`` of sets ``(batch, None, C)`` as ``(points (batch, N_max, C), mask
+    (batch, N_max))``: zero-padded to the largest set, the mask true at the real points.
+
+    Example:
+
+    >>> import tensorflow as tf
+    >>> points, mask = ragged_to_masked(tf.ragged.constant([[[1.0]], [[2.0], [3.0]]], ragged_rank=1))
+    >>> points.numpy()[:, :, 0].tolist(), mask.numpy().tolist()
+    ([[1.0, 0.0], [2.0, 3.0]], [[True, False], [True, True]])
+    """
+    import tensorflow as tf
+
+    points = x.to_tensor()
+    return points, tf.sequence_mask(x.row_lengths(), maxlen=tf.shape(points)[1])
+
+
+def accepts_ragged(call):
+    """Lets a set layer's ``call(inputs, ..., mask=None)`` take a ``tf.RaggedTensor`` of sets: it
+    runs on the zero-padded sets with their mask (`ragged_to_masked`), so the answers are those of
+    the padded-and-masked form, and per-point outputs come back ragged (a pooled output is dense)."""
+    @functools.wraps(call)
+    def wrapper(self, inputs, *args, mask=None, **kwargs):
+        if not is_ragged(inputs):
+            return call(self, inputs, *args, mask=mask, **kwargs)
+        if mask is not None:
+            raise ValueError(f"{type(self).__name__} '{self.name}': a RaggedTensor carries its own set sizes; "
+                             "pass it without a mask")
+        import tensorflow as tf
+
+        points, dense_mask = ragged_to_masked(inputs)
+        out = call(self, points, *args, mask=dense_mask, **kwargs)
+        if len(out.shape) == 3:
+            return tf.RaggedTensor.from_tensor(out, lengths=inputs.row_lengths())
+        return out
+    return wrapper
 
 
 def accumulation_dtype(dtype):

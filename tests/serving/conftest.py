@@ -46,6 +46,10 @@ class Endpoint:
     # columnar JSON, gRPC's packed tensor_content and typed value fields.
     # name -> (predict(points), predict_padded(points, mask)), each returning the outputs.
     encodings: dict
+    # From the model's signature: F (values per point) and the output the checks compare
+    # (a classifier's "probabilities", a regressor's "prediction").
+    num_features: int = 3
+    output: str = "probabilities"
 
     @property
     def tag(self) -> str:
@@ -162,8 +166,18 @@ def endpoint(protocol, served):
     address = addresses[protocol]
     client = _client(protocol, address, name)
     _SUMMARY.setdefault("endpoints", {})[protocol] = address
+    num_features, output = _signature_facts(client.metadata())
     return Endpoint(protocol, address, name, client, bool(reference), reference, labels,
-                    _encodings(protocol, address, name, client))
+                    _encodings(protocol, address, name, client), num_features, output)
+
+
+def _signature_facts(metadata: dict) -> tuple[int, str]:
+    """(F, the output to compare) of the served model's serving_default signature."""
+    from serving.client import features_of
+
+    sig = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    output = "probabilities" if "probabilities" in sig["outputs"] else "prediction"
+    return features_of(metadata) or 3, output
 
 
 @pytest.fixture(scope="session")
