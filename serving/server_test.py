@@ -159,10 +159,14 @@ BAD_REQUESTS = [
      'JSON Value: {\n    "instances": 5\n} Expecting \'instances\' to be an list/array'),
     ("no instances", "POST", M + ":predict", {"instances": []}, 400,
      "No values in 'instances' array"),
+    # (Plain clouds of different sizes to serving_default are padded and masked by the
+    # server, serving/server/ragged.py; with the mask given by the client, TF Serving's rule.)
     ("instances of different shapes", "POST", M + ":predict",
-     {"instances": [[[1, 2, 3]], [[1, 2, 3], [4, 5, 6]]]}, 400,
-     "Failed to process element: 1 of 'instances' list. Error: INVALID_ARGUMENT: Expecting "
-     "tensor size: 3 but got: 6"),
+     {"signature_name": "serving_masked",
+      "instances": [{"points": [[1, 2, 3]], "mask": [True]},
+                    {"points": [[1, 2, 3], [4, 5, 6]], "mask": [True, True]}]}, 400,
+     "Failed to process element: 1 key: mask of 'instances' list. Error: INVALID_ARGUMENT: "
+     "Expecting tensor size: 1 but got: 2"),
     ("ragged points", "POST", M + ":predict", {"instances": [[[1, 2, 3], [4, 5]]]}, 400,
      "Encountered list at unexpected size: 2 at level: 1 expected size: 3"),
     ("non-numeric value", "POST", M + ":predict", {"instances": [[[1, "x", 3]]]}, 400,
