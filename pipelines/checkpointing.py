@@ -34,6 +34,7 @@ Example (one device)::
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import signal
 import tempfile
@@ -294,3 +295,14 @@ def worker_lost(error: Exception) -> bool:
     text = str(error).lower()
     return isinstance(error, tf.errors.OpError) and any(
         s in text for s in ("collective", "heartbeat", "coordination service", "is down", "peer"))
+
+
+def lost_peer(error: Exception, task: Task) -> str:
+    """Which worker a lost-worker error names ("worker 1 (no heartbeat)"), for a one-line message."""
+    text = str(error)
+    found = sorted({int(m.group(2)) for m in re.finditer(r"/job:(worker|chief)/replica:\d+/task:(\d+)", text)}
+                   - {task.index})
+    why = " (no heartbeat)" if "heartbeat" in text else ""
+    if found:
+        return ", ".join(f"worker {i}" for i in found) + why
+    return "another worker" + why

@@ -511,9 +511,9 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
             if task.num_workers > 1 and checkpointing.worker_lost(e):
                 latest = tf.train.latest_checkpoint(ckpt_dir)
                 raise checkpointing.WorkerLostError(
-                    f"lost contact with another worker ({str(e).strip().splitlines()[0][:160]}); the job "
-                    f"checkpoint is {latest or 'not written yet'}: restart every worker with the same command "
-                    f"to resume from it") from None
+                    f"lost contact with {checkpointing.lost_peer(e, task)}; the job checkpoint is "
+                    f"{latest or 'not written yet'}: restart every worker with the same command to resume "
+                    f"from it") from None
             raise
         status = "FINISHED"
     except BaseException as e:
@@ -695,7 +695,11 @@ def main(argv=None) -> int:
         return 2
     except WorkerLostError as e:
         print(f"error: {e}", file=sys.stderr)
-        return EXIT_WORKER_LOST
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # TensorFlow's collective runtime does not shut down cleanly with a peer gone (its teardown
+        # can wait on the dead worker); the run's records are already flushed.
+        os._exit(EXIT_WORKER_LOST)
     except Stopped as e:
         where = e.position.describe() if e.position is not None else "at the last checkpoint"
         print(f"\n{e.signal_name}: stopped {where}, checkpoint written; resume with: "

@@ -6,7 +6,8 @@ The KEY=VALUE overrides are passed as ``--set``. The first time (no MARKER file 
 holds after global step PAUSE_STEP (1-based, over all epochs), writes MARKER (its pid) so the test
 knows, and waits until a file MARKER.go appears (a test that SIGKILLs it never makes one);
 afterwards the same command trains through. Exit codes and messages are those of
-``python -m pipelines.train``.
+``python -m pipelines.train``. With RESUME_JOB_WEIGHTS=PATH.npz in the environment, the model's
+weights at the end of training are saved there (every worker of a multi-worker job has its own).
 """
 
 import functools
@@ -35,6 +36,13 @@ def main():
                 marker.write_text(f"{os.getpid()}\n")
                 while not release.exists():
                     time.sleep(0.05)
+
+        def on_train_end(self, logs=None):
+            out = os.environ.get("RESUME_JOB_WEIGHTS")
+            if out:
+                import numpy as np
+
+                np.savez(out, *self.model.get_weights())
 
     train_lib.train = functools.partial(train_lib.train, callbacks=[HoldOnce()])
     sys.exit(train_lib.main(["--set", *overrides] if overrides else []))
