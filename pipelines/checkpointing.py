@@ -139,7 +139,7 @@ class JobCheckpoint:
             return None
         try:
             self.checkpoint.restore(latest).assert_existing_objects_matched()
-        except AssertionError as e:
+        except (AssertionError, ValueError) as e:  # objects not matched; a variable of another shape
             raise CheckpointMismatchError(
                 f"checkpoint {latest} does not hold this model and optimizer ({str(e).splitlines()[0][:200]}); "
                 f"it was written by another config or an older version: start a new run with --fresh") from None

@@ -42,7 +42,8 @@ def _overrides(tmp_path):
 @pytest.mark.timeout(400)
 def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path):
     marker = tmp_path / "paused"
-    command = [sys.executable, str(HERE / "resume_job.py"), str(marker), *_overrides(tmp_path)]
+    # Held after the third step of epoch 2 (6 steps an epoch): epoch 1 is checkpointed, epoch 2 is not.
+    command = [sys.executable, str(HERE / "resume_job.py"), str(marker), "9", *_overrides(tmp_path)]
     env = _env(tmp_path)
 
     first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
