@@ -144,6 +144,7 @@ class ServingClient:
         self.http = http or make_http_client(timeout)
         self._sleep = sleep
         self.attempts = 0  # HTTP requests sent, retries included (for tests and benches)
+        self._output_names: dict = {}  # (signature, version, label) -> its output names
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -243,7 +244,8 @@ class ServingClient:
             chunk = clouds[start:start + self.batch_size]
             body = _predict_body(chunk, masked=masked, columnar=columnar,
                                  signature_name=signature_name)
-            parts.append(_parse_outputs(self.predict_json(body, version, label), len(chunk)))
+            parts.append(self._named(_parse_outputs(self.predict_json(body, version, label), len(chunk)),
+                                     body.get("signature_name"), version, label))
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -266,8 +268,26 @@ class ServingClient:
                 body["inputs"] = {"points": p, "mask": m}
             else:
                 body["instances"] = [{"points": a, "mask": b} for a, b in zip(p, m)]
-            parts.append(_parse_outputs(self.predict_json(body, version, label), len(p)))
+            parts.append(self._named(_parse_outputs(self.predict_json(body, version, label), len(p)),
+                                     signature_name, version, label))
         return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+
+
+    def _named(self, out: dict, signature: str | None, version, label) -> dict:
+        """A single-output answer by its output's name: TF Serving's row format gives a model
+        with one output (a regressor's `prediction`) as bare values, which `_parse_outputs` can
+        only call "output"; the signature's metadata names it (read once)."""
+        if set(out) != {"output"}:
+            return out
+        key = (signature or "serving_default", version, label)
+        if key not in self._output_names:
+            try:
+                sigs = self.metadata(version, label)["metadata"]["signature_def"]["signature_def"]
+                self._output_names[key] = sorted(sigs[key[0]]["outputs"])
+            except (ServingClientError, KeyError, TypeError):
+                self._output_names[key] = []
+        names = self._output_names[key]
+        return {names[0]: out["output"]} if len(names) == 1 else out
 
 
 def _as_cloud_list(clouds) -> list[np.ndarray]:
