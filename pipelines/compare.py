@@ -7,7 +7,9 @@
 
 Prints one row per run (model, key params, best validation accuracy, test
 accuracy, minutes, examples/s) and writes a comparison PNG (validation accuracy
-per epoch of every run; test accuracy against training throughput). The store
+per epoch of every run; test accuracy against training throughput). Regression
+runs show their own figures instead: best validation MAE, test MAE and RMSE,
+validation MAE per epoch and test MAE against throughput. The store
 is the one training logs to: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``,
 else the embedded ``sqlite:///<runs_dir>/mlflow.db``. See docs/tracking.md.
 """
@@ -46,6 +48,9 @@ COLUMNS = (
     ("params", "parameters", "{:,}"),
     ("best val acc", "best_val_accuracy", "{:.4f}"),
     ("test acc", "test_accuracy", "{:.4f}"),
+    ("best val mae", "best_val_mae", "{:.4g}"),
+    ("test mae", "test_mae", "{:.4g}"),
+    ("test rmse", "test_rmse", "{:.4g}"),
     ("train min", "train_minutes", "{:.2f}"),
     ("wall min", "wall_minutes", "{:.2f}"),
     ("examples/s", "examples_per_second", "{:.0f}"),
@@ -139,6 +144,7 @@ def collect(client, experiment) -> tuple[list[dict], dict[str, list[float]]]:
             return [m.value for m in sorted(client.get_metric_history(rid, key), key=lambda m: m.step)]
 
         val_acc = history("val_accuracy")
+        val_mae = [] if val_acc else history("val_mae")
         speed = history("examples_per_second")
         seconds = history("epoch_seconds")
         name = run.info.run_name or rid[:8]
@@ -152,6 +158,9 @@ def collect(client, experiment) -> tuple[list[dict], dict[str, list[float]]]:
             "parameters": _number(params, "model.parameters", int),
             "best_val_accuracy": metrics.get("best_val_accuracy", max(val_acc) if val_acc else None),
             "test_accuracy": metrics.get("test_accuracy"),
+            "best_val_mae": metrics.get("best_val_mae", min(val_mae) if val_mae else None),
+            "test_mae": metrics.get("test_mae"), "test_rmse": metrics.get("test_rmse"),
+            "task": "regression" if val_mae or "test_mae" in metrics else "classification",
             # Training time (the epochs themselves) and the whole job; a resumed run's wall time
             # counts its last process only.
             "train_minutes": sum(seconds) / 60 if seconds else None, "wall_minutes": wall,
@@ -160,15 +169,24 @@ def collect(client, experiment) -> tuple[list[dict], dict[str, list[float]]]:
             "status": run.info.status, "params": dict(params),
         }
         rows.append(row)
-        curves[name] = val_acc
-    # Best first; runs without a test accuracy (unfinished) last.
-    rows.sort(key=lambda r: (r["test_accuracy"] is None, -(r["test_accuracy"] or 0), -(r["best_val_accuracy"] or 0)))
+        curves[name] = val_acc or val_mae
+    # Best first (highest accuracy, lowest MAE); classifiers before regressors, unfinished runs last.
+    rows.sort(key=lambda r: (r["test_accuracy"] is None and r["test_mae"] is None, r["task"] == "regression",
+                             -(r["test_accuracy"] or 0), r["test_mae"] or 0, -(r["best_val_accuracy"] or 0)))
     return rows, curves
+
+
+# Each task's figures (accuracy; MAE and RMSE): shown when the table has a run of that task.
+_TASK_COLUMNS = ("best_val_accuracy", "test_accuracy", "best_val_mae", "test_mae", "test_rmse")
 
 
 def format_table(rows: Sequence[dict], extra_params: Sequence[str] = ()) -> str:
     """Fixed-width text table; ``#`` is the run's number in the comparison PNG."""
-    columns = list(COLUMNS[:-6]) + [(k, k, "{}") for k in extra_params] + list(COLUMNS[-6:])
+    tasks = {r.get("task", "classification") for r in rows}
+    hidden = (() if "classification" in tasks else _TASK_COLUMNS[:2]) + (
+        () if "regression" in tasks else _TASK_COLUMNS[2:])
+    columns = list(COLUMNS[:-9]) + [(k, k, "{}") for k in extra_params] + [
+        c for c in COLUMNS[-9:] if c[1] not in hidden]
     cells = [["#"] + [h for h, _, _ in columns]]
     for i, row in enumerate(rows, start=1):
         cells.append([str(i)] + ["-" if row.get(key) is None else fmt.format(row[key]) for _, key, fmt in columns])
@@ -233,7 +251,8 @@ def compare(experiment: str | None = None, *, tracking_uri: str | None = None,
     table = format_table(rows, columns)
     png = pathlib.Path(out) if out else pathlib.Path(runs_dir) / exp.name / "comparison.png"
     png.parent.mkdir(parents=True, exist_ok=True)
-    plots.comparison(rows, curves, png, title=f"{exp.name}: {len(rows)} run(s)")
+    metric = "mae" if rows and all(r.get("task") == "regression" for r in rows) else "accuracy"
+    plots.comparison(rows, curves, png, title=f"{exp.name}: {len(rows)} run(s)", metric=metric)
     chosen = "" if experiment else " (the experiment with the latest run; pick another with EXPERIMENT=...)"
     printer(f"experiment {exp.name!r}{chosen} at {uri}: {len(rows)} run(s)\n{table}\ncomparison plot: {png}")
     return {"experiment": exp.name, "tracking_uri": uri, "rows": rows, "columns": columns, "table": table,

@@ -138,11 +138,12 @@ def confusion_matrix(labels, predictions, class_names: Sequence[str], path: str 
 
 
 def comparison(rows: Sequence[dict], curves: dict[str, Sequence[float]], path: str | pathlib.Path,
-               title: str = "") -> pathlib.Path:
+               title: str = "", metric: str = "accuracy") -> pathlib.Path:
     """Left: validation accuracy per epoch of each run. Right: test accuracy against training
     examples/s. Rows as made by `pipelines.compare.collect` (``run``, ``model``, ``test_accuracy``,
     ``examples_per_second``), in table order: run i has the same colour and number in both panels
-    and in the table; runs without a test accuracy are left out of the right panel."""
+    and in the table; runs without a test accuracy are left out of the right panel. ``metric="mae"``
+    (regression runs): validation MAE per epoch and test MAE (``test_mae``) instead."""
     from matplotlib.ticker import MaxNLocator
 
     ncol = 2 if len(rows) > 4 else 1
@@ -156,16 +157,17 @@ def comparison(rows: Sequence[dict], curves: dict[str, Sequence[float]], path: s
         values = curves.get(row["run"]) or []
         (line,) = left.plot(np.arange(1, len(values) + 1), values, "o-", ms=3, color=color, label=label)
         handles.append(line)
-        x, y = row.get("examples_per_second"), row.get("test_accuracy")
+        x, y = row.get("examples_per_second"), row.get(f"test_{metric}")
         if x is not None and y is not None:
             right.scatter([x], [y], s=40, color=color)
             right.annotate(str(i + 1), (x, y), fontsize=9, xytext=(4, 4), textcoords="offset points")
     left.set_xlabel("epoch")
-    left.set_ylabel("validation accuracy")
+    name = "MAE" if metric == "mae" else metric
+    left.set_ylabel(f"validation {name}")
     left.xaxis.set_major_locator(MaxNLocator(integer=True))
     left.grid(alpha=0.3)
     right.set_xlabel("training examples/s (median epoch)")
-    right.set_ylabel("test accuracy")
+    right.set_ylabel(f"test {name}")
     right.margins(0.15)
     right.grid(alpha=0.3)
     if handles:
