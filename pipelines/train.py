@@ -685,12 +685,12 @@ def main(argv=None) -> int:
         return 0
     from pipelines.checkpointing import (EXIT_INTERRUPTED, EXIT_WORKER_LOST, CheckpointMismatchError, Stopped,
                                          WorkerLostError)
-    from pipelines.datasets import DataNotFoundError
+    from pipelines.datasets import DataFormatError, DataNotFoundError
     from pipelines.distribute import StrategyError
 
     try:
         train(cfg)
-    except (DataNotFoundError, StrategyError, ConfigError, CheckpointMismatchError) as e:
+    except (DataNotFoundError, DataFormatError, StrategyError, ConfigError, CheckpointMismatchError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except WorkerLostError as e:
