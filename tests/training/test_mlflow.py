@@ -13,61 +13,19 @@ One module-scoped fixture does the expensive part once (the tests then only read
 import json
 import os
 import pathlib
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 import yaml
+
+from tests.support.mlflow_server import MlflowServer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 EXPERIMENT = "tracking-test"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a hung server or training fails the module, not the suite
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "epoch_seconds", "examples_per_second")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class MlflowServer:
-    """`mlflow server` in its own process group, so that a kill takes its workers too."""
-
-    def __init__(self, root: pathlib.Path, port: int):
-        self.root, self.port = root, port
-        self.uri = f"http://127.0.0.1:{port}"
-        self.proc = None
-
-    def start(self, timeout: float = 180):
-        from pipelines.compare import server_command, server_env
-
-        command = server_command(f"sqlite:///{self.root / 'server.db'}", self.root, port=self.port)
-        log = open(self.root / "server.log", "a")
-        self.proc = subprocess.Popen(command, cwd=self.root, env=server_env(), stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        deadline = time.time() + timeout
-        while True:
-            assert self.proc.poll() is None, f"mlflow server exited:\n{(self.root / 'server.log').read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            assert time.time() < deadline, "mlflow server did not come up"
-            time.sleep(0.5)
-
-    def kill(self):
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        self.proc = None
 
 
 def _config(root: pathlib.Path, run_name: str, epochs: int, blocks: str):
@@ -89,7 +47,7 @@ def tracked(tmp_path_factory):
     from pipelines.train import train
 
     root = tmp_path_factory.mktemp("mlflow")
-    server = MlflowServer(root, _free_port())
+    server = MlflowServer(root)
     server.start()
     seen = {"uri": server.uri, "root": root}
     try:
