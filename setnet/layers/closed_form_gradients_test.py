@@ -15,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from setnet.layers import FoldedEquivariant, PermEquivariantLinear, PermEquivariantQuadratic, TiedEquivariantDense
-from setnet.layers.folded_equivariant_test import GROUPS, _slot_of_color
+from setnet.layers.folded_equivariant_test import _slot_of_color
 from setnet.symmetry import colors, symmetric
 
 
