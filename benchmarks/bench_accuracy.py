@@ -30,7 +30,7 @@ import sys
 import time
 
 DEFAULT_CONFIGS = ("configs/default.yaml", "configs/digits.yaml", "configs/modelnet.yaml",
-                   "configs/modelnet_quadratic.yaml")
+                   "configs/modelnet_quadratic.yaml", "configs/modelnet_recipe.yaml")
 ANCHORS = {"modelnet40": "DeepSets 0.87 (1000 pts), PointNet 0.892, Set Transformer 0.8915"}
 BASELINES = {"pointnet_bn": "PointNet (Keras BatchNormalization)", "pointnet": "PointNet (SetNormalization)"}
 

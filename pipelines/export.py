@@ -16,7 +16,9 @@ A classifier's signatures return
 `probabilities` and `class_id` (below); a regressor's (``task="regression"``) return
 `prediction` float32 `(batch, T)`, with the target names in `assets/target_names.txt`.
 
-Both return `probabilities` float32 `(batch, K)` and `class_id` int64 `(batch,)`. Class
+Both return `probabilities` float32 `(batch, K)` and `class_id` int64 `(batch,)`, whatever
+the model computes in: a model built under a mixed-precision policy (bfloat16 or float16
+compute, float32 variables) is exported as it is and cast at the signature boundary. Class
 names go to `assets/class_names.txt` (one per line, line i is class i), a summary of the
 checks to `assets.extra/export.json`, and one warm-up request to
 `assets.extra/tf_serving_warmup_requests`, which TF Serving replays before it marks the
@@ -62,6 +64,12 @@ __all__ = ["export_model", "next_version", "list_versions", "read_class_names",
            "read_export_summary", "InvarianceError", "ExportError"]
 
 InvarianceError = inv.InvarianceError
+
+# The checks' tolerance per compute dtype. A permuted or padded cloud reaches the pooled sums in
+# another order, and a result can round the other way: by float32's epsilon in float32, by the
+# compute dtype's (2^-8 in bfloat16, 2^-11 in float16) in a mixed-precision model, amplified by
+# the layers after the pooling.
+TOLERANCES = {"float32": (inv.DEFAULT_ATOL, inv.DEFAULT_RTOL), "float16": (2e-3, 2e-2), "bfloat16": (1e-2, 5e-2)}
 
 
 class ExportError(ValueError):
@@ -182,7 +190,7 @@ def _default_check_clouds(seed: int, num_features: int = 3):
     return [inv.with_features(c, num_features, seed=seed + i) for i, c in enumerate(clouds)]
 
 
-def _run_checks(version_dir, clouds, permutations, seed):
+def _run_checks(version_dir, clouds, permutations, seed, atol, rtol):
     import tensorflow as tf
     loaded = tf.saved_model.load(str(version_dir))
     default = loaded.signatures["serving_default"]
@@ -194,8 +202,8 @@ def _run_checks(version_dir, clouds, permutations, seed):
     def predict_masked(points, mask):
         return masked(points=tf.constant(points, tf.float32), mask=tf.constant(mask, tf.bool))
 
-    invariance = inv.check_invariance(predict, clouds, permutations=permutations, seed=seed)
-    padding = inv.check_masked_padding(predict, predict_masked, clouds, seed=seed)
+    invariance = inv.check_invariance(predict, clouds, permutations=permutations, seed=seed, atol=atol, rtol=rtol)
+    padding = inv.check_masked_padding(predict, predict_masked, clouds, seed=seed, atol=atol, rtol=rtol)
     return invariance, padding
 
 
@@ -236,8 +244,9 @@ def export_model(model, export_root, model_name: str, class_names: Sequence[str]
         version: integer version; the next free one when None. An existing version is
             never overwritten.
         check_invariance: load the written SavedModel back and check that permuted clouds
-            and padded+masked clouds give the same probabilities before the version
-            appears; raises `InvarianceError` (and writes nothing) if not.
+            and padded+masked clouds give the same probabilities (to `TOLERANCES` of the
+            model's compute dtype) before the version appears; raises `InvarianceError`
+            (and writes nothing) if not.
         check_clouds: clouds for the checks (list of `(N_i, F)` arrays); default: a few
             synthetic clouds of different sizes.
         permutations: random permutations per cloud in the check.
@@ -269,6 +278,8 @@ def export_model(model, export_root, model_name: str, class_names: Sequence[str]
     if version is not None and (not isinstance(version, (int, np.integer)) or version < 0):
         raise ExportError(f"version must be a non-negative integer or None; got {version!r}")
 
+    compute_dtype = str(getattr(model, "compute_dtype", "float32"))
+    atol, rtol = TOLERANCES.get(compute_dtype, TOLERANCES["float32"])
     model_dir = pathlib.Path(export_root) / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     if version is not None and (model_dir / str(int(version))).exists():
@@ -293,6 +304,7 @@ def export_model(model, export_root, model_name: str, class_names: Sequence[str]
                                                   "mask": "bool [-1, -1]"}},
                     "outputs": outputs_doc,
                 },
+                "compute_dtype": compute_dtype,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "tensorflow": tf.__version__,
                 "keras": keras.__version__,
@@ -303,7 +315,7 @@ def export_model(model, export_root, model_name: str, class_names: Sequence[str]
                 raise ExportError(f"check_clouds must have {num_features} features per point (the "
                                   f"model's F); got {sorted({c.shape[1] for c in clouds})}")
             if check_invariance:
-                invariance, padding = _run_checks(tmp, clouds, permutations, seed)
+                invariance, padding = _run_checks(tmp, clouds, permutations, seed, atol, rtol)
                 summary["invariance"] = invariance
                 summary["masked_padding"] = padding
                 failed = [k for k, r in (("permutation invariance", invariance),
@@ -314,8 +326,8 @@ def export_model(model, export_root, model_name: str, class_names: Sequence[str]
                         f"not exporting {model_name}: the SavedModel fails "
                         f"{' and '.join(failed)} (largest deviations: permutation "
                         f"{invariance['max_abs_deviation']:.3g}, padding "
-                        f"{padding['max_abs_deviation']:.3g}; tolerance atol={inv.DEFAULT_ATOL}"
-                        f" rtol={inv.DEFAULT_RTOL}). Check that every layer before the pooling "
+                        f"{padding['max_abs_deviation']:.3g}; tolerance atol={atol} rtol={rtol} for "
+                        f"{compute_dtype} compute). Check that every layer before the pooling "
                         f"acts on points alike and that pooling honours the mask.")
             _write_warmup(tmp, model_name, clouds[0])
             extra = tmp / "assets.extra"
