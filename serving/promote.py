@@ -39,6 +39,8 @@ import time
 import uuid
 from typing import Callable
 
+import pipelines  # noqa: F401  (its MLflow settings: telemetry off, before mlflow loads)
+
 # Progress bars of artifact downloads would interleave with the one-line messages.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
