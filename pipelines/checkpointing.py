@@ -212,7 +212,8 @@ class StopSignals:
     def __init__(self, task: Task, multi_worker: bool):
         self.task = task
         self.multi_worker = multi_worker and task.num_workers > 1
-        self.received: str | None = None
+        self.received: str | None = None  # the signal this process got
+        self.signal_name: str | None = None  # ... or the one another worker got, that stops the job
         self.stop_at: int | None = None
         self._announced = False
         self._previous: dict = {}
@@ -233,6 +234,7 @@ class StopSignals:
         if self.received and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: now
         self.received = self.received or name
+        self.signal_name = self.signal_name or self.received
         if signum == signal.SIGINT:
             print(f"\n{name}: stopping after the current step (a checkpoint is written); Ctrl-C again to stop "
                   "at once", flush=True)
@@ -244,7 +246,9 @@ class StopSignals:
             value = context.context().get_config_key_value(_KEY)
             if value == _DONE:
                 return
-            self.stop_at = int(value)
+            step, _, name = value.partition(":")
+            self.signal_name = self.received or name
+            self.stop_at = int(step)
             context.context().set_config_key_value(f"{_KEY}/ack/{self.task.index}", "1")
         except Exception:  # the job is going down anyway; the step loop reports it
             return
@@ -264,7 +268,7 @@ class StopSignals:
             self._announced = True
             try:
                 # One step ahead: the others may already be waiting in the next step's collectives.
-                context.context().set_config_key_value(_KEY, str(global_step + 1))
+                context.context().set_config_key_value(_KEY, f"{global_step + 1}:{self.received}")
             except tf.errors.AlreadyExistsError:
                 return False  # another worker announced first; its step arrives through the watcher
             for index in range(self.task.num_workers):

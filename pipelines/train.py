@@ -177,7 +177,7 @@ def _callbacks(run_dir, job, signals, trainer, train_steps, every, start, histor
                 position = Position(self.epoch, step, global_step, tuple(trainer.epoch_totals), teleports_done())
                 job.save(position)
                 if stop:
-                    raise Stopped(signals.received, position)
+                    raise Stopped(signals.signal_name, position)
 
         def on_epoch_end(self, epoch, logs=None):
             self.last = (epoch + 1) * train_steps
@@ -187,7 +187,7 @@ def _callbacks(run_dir, job, signals, trainer, train_steps, every, start, histor
             position = Position(epoch + 1, 0, (epoch + 1) * train_steps, teleports=teleports_done())
             job.save(position)
             if signals.should_stop(position.global_step):
-                raise Stopped(signals.received, position)
+                raise Stopped(signals.signal_name, position)
 
     class MlflowEpochLogger(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):

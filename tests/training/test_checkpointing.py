@@ -117,3 +117,16 @@ def test_a_lost_worker_error_names_the_worker():
     assert checkpointing.lost_peer(tf.errors.UnavailableError(None, None, "Socket closed"),
                                    Task(1, 2, False)) == "another worker"
     assert not checkpointing.worker_lost(tf.errors.InvalidArgumentError(None, None, "bad shape"))
+
+
+def test_a_resumed_teleport_schedule_keeps_its_budget_and_does_not_repeat():
+    from setnet.teleport import TeleportCallback
+
+    x, y = np.zeros((4, 3), "float32"), np.zeros(4, "int64")
+    cb = TeleportCallback((x, y), epochs=[0, 1, 2], steps=[3, 9], max_teleports=3)
+    # Stopped in epoch 1 (0-based) after its start-of-epoch teleport, at optimizer step 8.
+    cb.resume_at(2, epoch=1, step_in_epoch=3, global_step=8)
+    assert len(cb.history) == 2 and cb._budget_left()
+    assert cb.epochs == [0, 2] and cb._pending_steps == [9]
+    cb.resume_at(0, epoch=2, step_in_epoch=0, global_step=10)  # at an epoch's start: it teleports then
+    assert 2 in cb.epochs and cb._pending_steps == []

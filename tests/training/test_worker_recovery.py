@@ -9,6 +9,8 @@ step so that the test can kill it there).
   folder on shared storage): restarted with a checkpoint folder that is not the chief's, both
   workers refuse (exit 2) instead of training on different weights; with the shared one, it
   restores the chief's step and the job completes.
+- SIGTERM to worker 1 alone: both workers checkpoint the same step and exit 143; restarted, they
+  resume there.
 """
 
 import json
@@ -156,3 +158,32 @@ def test_replaced_worker_with_an_empty_disk(tmp_path, data_dir):
                                "worker 1: no checkpoint)"), line
     procs = [job.start(0), job.start(1)]
     _assert_completed(job, _finish(procs), procs)
+
+
+def test_sigterm_to_one_worker_stops_both_at_the_same_step(tmp_path, data_dir):
+    job = Job(tmp_path, data_dir)
+    chief, worker = job.start(0), job.start(1, hold_after=STEPS + 2)
+    deadline = time.time() + 300
+    while not (tmp_path / "held1").exists():
+        assert worker.poll() is None and chief.poll() is None, _finish([chief, worker])
+        assert time.time() < deadline, "worker 1 never reached the step"
+        time.sleep(0.1)
+    worker.send_signal(signal.SIGTERM)
+    (tmp_path / "held1.go").write_text("")
+    outs = _finish([chief, worker], timeout=120)
+    for p, (o, e) in zip((chief, worker), outs):
+        assert p.returncode == 143, o[-2000:] + e[-4000:]
+        line = e.strip().splitlines()[-1]
+        # Worker 1 announced the step after its next one (7): both saved step 8, the chief's is the job's.
+        assert line.startswith("SIGTERM: stopped in epoch 2, after step 4 (step 8), checkpoint written; "
+                               "resume with: python -m pipelines.train --set"), line
+    (run_dir,) = (job.runs[0] / "recovery").iterdir()
+    assert (run_dir / "checkpoints" / "ckpt-8.index").exists()
+    procs = [job.start(0), job.start(1)]
+    outs = _finish(procs)
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, o[-2000:] + e[-4000:]
+    assert f"in epoch 2/{EPOCHS} after step {STEPS}/{STEPS} (step 8;" in outs[0][0]
+    chief_w, worker_w = (np.load(tmp_path / f"weights{i}.npz") for i in range(2))
+    for key in chief_w.files:
+        assert np.array_equal(chief_w[key], worker_w[key]), key
