@@ -130,3 +130,16 @@ def test_a_resumed_teleport_schedule_keeps_its_budget_and_does_not_repeat():
     assert cb.epochs == [0, 2] and cb._pending_steps == [9]
     cb.resume_at(0, epoch=2, step_in_epoch=0, global_step=10)  # at an epoch's start: it teleports then
     assert 2 in cb.epochs and cb._pending_steps == []
+
+
+def test_fresh_names_the_unfinished_run_it_leaves(tmp_path):
+    from pipelines.train import _note_unfinished_siblings
+
+    cfg = load_config(None, [f"runs_dir={tmp_path}", "train.resume=never"])
+    base = tmp_path / cfg.experiment / default_run_name(cfg)
+    model, optimizer = _model()
+    JobCheckpoint({"model": model, "optimizer": optimizer}, str(base / "checkpoints"), CHIEF).save(Position(1, 0, 5))
+    said = []
+    _note_unfinished_siblings(cfg, base.with_name(base.name + "-2"), said.append)
+    assert said == [f"--fresh: starting {base.name}-2; the unfinished run {base} is left as it is (resume it with "
+                    f"the same command without --fresh and --set run_name={base.name})"]
