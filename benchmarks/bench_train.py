@@ -172,7 +172,10 @@ def main(argv=None) -> int:
                    help=f"subset of: {', '.join(repr(m) for m in MODELS)}")
     p.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=RUNNERS,
                    help="the project loop (pipelines.loop.Trainer) and/or keras model.fit")
-    p.add_argument("--no-xla-off", action="store_true", help="measure with XLA only")
+    xla = p.add_mutually_exclusive_group()
+    xla.add_argument("--no-xla-off", action="store_true", help="measure with XLA only")
+    xla.add_argument("--no-xla-on", action="store_true",
+                     help="measure without XLA only (XLA's compilation of each model takes minutes on a loaded CPU)")
     p.add_argument("--steps-per-execution", type=int, default=1, help="steps per compiled call, both runners")
     p.add_argument("--mixed-precision", choices=("none", "bfloat16", "float16"), default="none",
                    help="Keras mixed-precision policy for every model (float16 with loss scaling)")
@@ -187,7 +190,7 @@ def main(argv=None) -> int:
     if args.mixed_precision != "none":
         keras.config.set_dtype_policy(f"mixed_{args.mixed_precision}")
     ds = _dataset(args.points, args.batch, args.classes, distinct_batches=4)
-    settings = (True,) if args.no_xla_off else (False, True)
+    settings = (True,) if args.no_xla_off else (False,) if args.no_xla_on else (False, True)
     entries = []
     for name in tqdm(args.models, desc="build and compile", unit="model", file=sys.stderr):
         for runner in args.runners:

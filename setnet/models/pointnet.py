@@ -5,8 +5,12 @@ max pool, and a 512-256-k head with normalisation, ReLU and dropout (0.3, the
 paper's keep probability 0.7). The input and feature transform networks
 (T-Nets) are left out, as in the paper's "vanilla" variant, which the paper
 reports at 87.2% on ModelNet40 against 89.2% with them. The per-point
-normalisation is `SetNormalization`, which is BatchNormalization restricted to
-real points, so padded batches give the same answers as unpadded ones.
+normalisation is `SetNormalization` by default, which is BatchNormalization
+restricted to real points, so padded batches give the same answers as unpadded
+ones; ``normalization="batch"`` (``model.type: pointnet_bn`` in a config) uses
+Keras' BatchNormalization, the published network: on fixed-size sets such as
+ModelNet's the two compute the same thing, and that one is the fair speed
+baseline (``make bench-train``).
 
 >>> model = build_pointnet(5)
 >>> model.count_params() > 800_000

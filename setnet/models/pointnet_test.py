@@ -2,6 +2,7 @@ import keras
 import pytest
 
 from setnet.layers import SetNormalization
+from setnet.models import ModelConfig, build_classifier
 from setnet.models.pointnet import build_pointnet
 
 
@@ -13,3 +14,11 @@ def test_the_batch_norm_variant_differs_only_in_the_shared_layers_normalisation(
     assert by_kind["set"].count_params() == by_kind["batch"].count_params()
     with pytest.raises(ValueError, match="normalization must be one of"):
         build_pointnet(4, normalization="layer")
+
+
+def test_model_type_pointnet_bn_builds_the_published_network_with_keras_batch_normalization():
+    bn = build_classifier(ModelConfig(type="pointnet_bn"), num_classes=4)
+    sn = build_classifier(ModelConfig(type="pointnet"), num_classes=4)
+    assert bn.name == "pointnet_bn" and sn.name == "pointnet"
+    assert type(bn.get_layer("mlp4_norm")) is keras.layers.BatchNormalization
+    assert type(sn.get_layer("mlp4_norm")) is SetNormalization
