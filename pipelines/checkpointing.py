@@ -87,10 +87,6 @@ class Position:
         return f"in epoch {self.epoch + 1}, after step {self.step}{of} (step {self.global_step})"
 
 
-def is_remote(path: str) -> bool:
-    return "://" in str(path)
-
-
 class JobCheckpoint:
     """The job's checkpoint, written by the chief, read by every worker.
 
