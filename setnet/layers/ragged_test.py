@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from setnet.layers import (MaskedGlobalPooling, PermEquivariantLinear, PermEquivariantQuadratic, RaggedSets,
+from setnet.layers import (MaskedGlobalPooling, PermEquivariantLinear, PermEquivariantQuadratic,
                            SetNormalization)
 
 SIZES = (3, 9, 1, 6)
@@ -65,20 +65,3 @@ def test_set_normalization_trains_on_ragged_sets_as_on_masked_ones():
 def test_a_ragged_input_with_a_mask_is_refused():
     with pytest.raises(ValueError, match="RaggedTensor carries its own set sizes"):
         PermEquivariantLinear(2)(_ragged(_sets()), mask=tf.ones((4, 9), tf.bool))
-
-
-def test_a_model_through_ragged_sets_and_its_export_answer_as_the_masked_batch(tmp_path):
-    from pipelines.export import export_model
-    from setnet.models import build_regressor
-
-    model = build_regressor({"blocks": [{"kind": "linear", "units": 8}, {"kind": "quadratic", "units": 8, "rank": 2}],
-                             "head": [8]}, num_targets=2, num_features=5)
-    sets = _sets(seed=2)
-    points, mask = _padded(sets)
-    want = model({"points": points, "mask": mask}).numpy()
-    np.testing.assert_allclose(model(RaggedSets()(_ragged(sets))).numpy(), want, rtol=1e-5, atol=1e-6)
-    path = export_model(model, tmp_path, "ragged", ["a", "b"], task="regression", check_clouds=sets, permutations=2)
-    loaded = tf.saved_model.load(str(path))
-    np.testing.assert_allclose(loaded.predict_ragged(_ragged(sets))["prediction"].numpy(), want, rtol=1e-5, atol=1e-6)
-    with pytest.raises(TypeError, match="RaggedSets takes a tf.RaggedTensor"):
-        RaggedSets()(points)
