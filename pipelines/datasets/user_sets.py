@@ -218,3 +218,14 @@ def log_subsampled(count: int, config: UserSetsConfig) -> None:
         log.warning("%d set(s) had more than max_points=%d points and were subsampled to %d "
                     "(seeded by split_seed=%d and the set id)", count, config.max_points,
                     config.max_points, config.split_seed)
+
+
+def config_or_path(config, path, params: dict, make_config):
+    """A builder's config: the one given, or ``make_config(path, **params)``; one of the two, not both."""
+    if path is not None:
+        if config is not None:
+            raise TypeError("pass either config= or path= (with its parameters), not both")
+        return make_config(path, **params)
+    if params:
+        raise TypeError(f"parameters {sorted(params)} go with path=, not with config=")
+    return config

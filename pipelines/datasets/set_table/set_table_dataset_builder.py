@@ -113,12 +113,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
     def __init__(self, *, config=None, path=None, data_dir=None, version=None, file_format=None, **params):
         """Takes `config` (a `SetTableConfig`), or `path` and the parameters of `make_config`."""
-        if path is not None:
-            if config is not None:
-                raise TypeError("pass either config= or path= (with its parameters), not both")
-            config = make_config(path, **params)
-        elif params:
-            raise TypeError(f"parameters {sorted(params)} go with path=, not with config=")
+        config = user_sets.config_or_path(config, path, params, make_config)
         self._table = self._split_of = self._scan = None
         self._beam = False
         self._spill_dir = None
