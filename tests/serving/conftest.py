@@ -173,7 +173,7 @@ def endpoint(protocol, served):
 
 def _signature_facts(metadata: dict) -> tuple[int, str]:
     """(F, the output to compare) of the served model's serving_default signature."""
-    from serving.client import features_of
+    from serving.clouds import features_of
 
     sig = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
     output = "probabilities" if "probabilities" in sig["outputs"] else "prediction"
