@@ -20,7 +20,8 @@ split into requests of `batch_size` clouds. 503 (unavailable, e.g. a version sti
 loading) and 429 (busy) answers, timeouts and refused connections are retried with
 exponential backoff (and the server's Retry-After); other errors are raised at once as
 `ServingClientError` with the server's message. Nothing here needs TensorFlow (the gRPC
-client does).
+client does). Files are read by `serving.clouds`; what this client shares with the gRPC
+one (retries, batches, padding) is in `serving.base_client`.
 """
 
 from __future__ import annotations
@@ -28,30 +29,21 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import random
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import orjson
 
+from serving.base_client import (BaseClient, RetryableFailure, ServingClientError,
+                                 check_rows, cloud_batches, join_outputs, no_answer,
+                                 padded_batches, unreachable)
 from serving.clouds import CloudFileError, features_of, load_clouds
 
-__all__ = ["ServingClient", "ServingClientError", "pad_clouds", "backoff_delay"]
+__all__ = ["ServingClient", "main", "make_http_client"]
 
 RETRY_STATUS = (429, 503)
-
-
-class ServingClientError(Exception):
-    """A request failed; `status` is the HTTP status (REST) or the gRPC status name such as
-    "NOT_FOUND" (gRPC), None if the server was unreachable."""
-
-    def __init__(self, status: int | str | None, message: str, url: str = ""):
-        super().__init__(f"{status or 'no answer'}: {message}" + (f" ({url})" if url else ""))
-        self.status = status
-        self.message = message
-        self.url = url
 
 
 def _encode(value) -> bytes:
@@ -80,20 +72,6 @@ def _all_finite(value) -> bool:
     return True
 
 
-def backoff_delay(attempt: int, backoff: float, max_backoff: float,
-                  retry_after: str | None = None) -> float:
-    """Seconds to wait before retry `attempt` (0-based): `backoff` doubling, at most
-    `max_backoff`, with jitter; a larger Retry-After from the server wins."""
-    delay = min(max_backoff, backoff * 2 ** attempt)
-    delay *= 0.5 + random.random() / 2  # jitter: clients that failed together spread out
-    if retry_after:
-        try:
-            delay = max(delay, min(float(retry_after), max_backoff))
-        except ValueError:
-            pass
-    return delay
-
-
 def make_http_client(timeout: float = 30.0):
     """An httpx client with TCP_NODELAY: a request's headers and body go out as separate
     writes, and without it the body can wait for the server's delayed ACK (tens of ms)."""
@@ -105,7 +83,7 @@ def make_http_client(timeout: float = 30.0):
     return httpx.Client(timeout=timeout, transport=transport)
 
 
-class ServingClient:
+class ServingClient(BaseClient):
     """Client for one model on a TF Serving REST endpoint.
 
     Args:
@@ -125,28 +103,17 @@ class ServingClient:
                  label: str | None = None, timeout: float = 30.0, retries: int = 4,
                  backoff: float = 0.25, max_backoff: float = 8.0, batch_size: int = 32,
                  http=None, sleep: Callable[[float], None] = time.sleep):
-        import httpx
-
-        if version is not None and label is not None:
-            raise ValueError("pass a version or a label, not both")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(model_name, version=version, label=label, timeout=timeout,
+                         retries=retries, backoff=backoff, max_backoff=max_backoff,
+                         batch_size=batch_size, sleep=sleep)
         self.url = url.rstrip("/")
-        self.model_name = model_name
-        self.version, self.label = version, label
-        self.timeout, self.retries = timeout, retries
-        self.backoff, self.max_backoff = backoff, max_backoff
-        self.batch_size = batch_size
         self.http = http or make_http_client(timeout)
-        self._sleep = sleep
-        self.attempts = 0  # HTTP requests sent, retries included (for tests and benches)
         self._output_names: dict = {}  # (signature, version, label) -> its output names
 
     # -- plumbing -----------------------------------------------------------------------
 
     def model_path(self, version: int | None = None, label: str | None = None) -> str:
-        version = self.version if version is None and label is None else version
-        label = self.label if label is None and version is None else label
+        version, label = self.pinned(version, label)
         path = f"/v1/models/{self.model_name}"
         if version is not None:
             path += f"/versions/{int(version)}"
@@ -154,52 +121,39 @@ class ServingClient:
             path += f"/labels/{label}"
         return path
 
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        return backoff_delay(attempt, self.backoff, self.max_backoff, retry_after)
-
     def request(self, method: str, path: str, body: bytes | None = None) -> dict:
         """One API call with retries; returns the parsed JSON answer."""
         import httpx
 
         url = self.url + path
-        for attempt in range(self.retries + 1):
-            self.attempts += 1
-            last = attempt == self.retries
+
+        def once(attempts: int) -> dict:
             try:
                 response = self.http.request(
                     method, url, content=body, timeout=self.timeout,
                     headers={"Content-Type": "application/json"} if body is not None else None)
             except httpx.TimeoutException as err:
-                if last:
-                    raise ServingClientError(None, f"no answer within {self.timeout} s after "
-                                             f"{attempt + 1} attempts ({type(err).__name__}); "
-                                             f"raise --timeout or send smaller batches",
-                                             url) from err
-                self._sleep(self._delay(attempt, None))
-                continue
+                raise RetryableFailure(no_answer(self.timeout, attempts, url,
+                                                 detail=f" ({type(err).__name__})")) from err
             except httpx.TransportError as err:
-                if last:
-                    raise ServingClientError(None, f"cannot reach the server after {attempt + 1} "
-                                             f"attempts: {err}. Is it running at {self.url}?",
-                                             url) from err
-                self._sleep(self._delay(attempt, None))
-                continue
-            if response.status_code in RETRY_STATUS and not last:
-                self._sleep(self._delay(attempt, response.headers.get("retry-after")))
-                continue
+                raise RetryableFailure(unreachable(attempts, err, self.url, url)) from err
             if response.status_code >= 400:
                 try:
                     message = response.json().get("error", response.text)
                 except ValueError:
                     message = response.text or response.reason_phrase
-                raise ServingClientError(response.status_code, message, url)
+                error = ServingClientError(response.status_code, message, url)
+                if response.status_code in RETRY_STATUS:
+                    raise RetryableFailure(error, response.headers.get("retry-after"))
+                raise error
             try:
                 return response.json()
             except ValueError as err:
                 raise ServingClientError(response.status_code,
                                          f"the answer is not JSON: {response.text[:200]!r}",
                                          url) from err
-        raise AssertionError("unreachable")
+
+        return self.with_retries(once)
 
     # -- API ----------------------------------------------------------------------------
 
@@ -232,42 +186,24 @@ class ServingClient:
             dict of output name -> array with one row per cloud, in the order given
             (`probabilities` (B, K) and `class_id` (B,) for setnet exports).
         """
-        clouds = _as_cloud_list(clouds)
-        if masked is None:
-            masked = len({c.shape[0] for c in clouds}) > 1
-        parts = []
-        for start in range(0, len(clouds), self.batch_size):
-            chunk = clouds[start:start + self.batch_size]
-            body = _predict_body(chunk, masked=masked, columnar=columnar,
-                                 signature_name=signature_name)
-            parts.append(self._named(_parse_outputs(self.predict_json(body, version, label), len(chunk)),
-                                     body.get("signature_name"), version, label))
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-
+        return join_outputs([self._predict_arrays(inputs, name, columnar, version, label)
+                             for inputs, name in cloud_batches(clouds, self.batch_size, masked,
+                                                               signature_name)])
 
     def predict_padded(self, points, mask, *, columnar: bool = False,
                        signature_name: str = "serving_masked", version: int | None = None,
                        label: str | None = None) -> dict[str, np.ndarray]:
         """Sends already padded clouds `points (B, N, 3)` with their `mask (B, N)` as given
         (in requests of `batch_size`)."""
-        points = np.asarray(points, dtype=np.float32)
-        mask = np.asarray(mask, dtype=bool)
-        if points.ndim != 3 or mask.shape != points.shape[:2]:
-            raise ValueError(f"points must be (B, N, 3) and mask (B, N); got {points.shape} "
-                             f"and {mask.shape}")
-        parts = []
-        for start in range(0, len(points), self.batch_size):
-            p = points[start:start + self.batch_size].astype(np.float64)
-            m = mask[start:start + self.batch_size]
-            body = {"signature_name": signature_name}
-            if columnar:
-                body["inputs"] = {"points": p, "mask": m}
-            else:
-                body["instances"] = [{"points": a, "mask": b} for a, b in zip(p, m)]
-            parts.append(self._named(_parse_outputs(self.predict_json(body, version, label), len(p)),
-                                     signature_name, version, label))
-        return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+        return join_outputs([self._predict_arrays(inputs, signature_name, columnar, version,
+                                                  label)
+                             for inputs in padded_batches(points, mask, self.batch_size)])
 
+    def _predict_arrays(self, inputs: dict, signature_name: str | None, columnar: bool,
+                        version, label) -> dict[str, np.ndarray]:
+        body = _predict_body(inputs, signature_name, columnar)
+        out = _parse_outputs(self.predict_json(body, version, label), len(inputs["points"]))
+        return self._named(out, signature_name, version, label)
 
     def _named(self, out: dict, signature: str | None, version, label) -> dict:
         """A single-output answer by its output's name: TF Serving's row format gives a model
@@ -286,50 +222,18 @@ class ServingClient:
         return {names[0]: out["output"]} if len(names) == 1 else out
 
 
-def _as_cloud_list(clouds) -> list[np.ndarray]:
-    if isinstance(clouds, np.ndarray):
-        if clouds.ndim == 2:
-            clouds = clouds[None]
-        if clouds.ndim != 3:
-            raise ValueError(f"clouds must be (B, N, 3) or a list of (N, 3); got {clouds.shape}")
-        return [np.asarray(c, dtype=np.float32) for c in clouds]
-    out = [np.asarray(c, dtype=np.float32) for c in clouds]
-    if not out:
-        raise ValueError("no clouds to predict")
-    for i, c in enumerate(out):
-        if c.ndim != 2:
-            raise ValueError(f"cloud {i} must have shape (N, 3); got {c.shape}")
-    return out
-
-
-def pad_clouds(clouds: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Clouds of different sizes as `points (B, N_max, 3)` float32 padded with zeros and
-    `mask (B, N_max)` true at the real points (the inputs of `serving_masked`)."""
-    n = max(c.shape[0] for c in clouds)
-    points = np.zeros((len(clouds), n, clouds[0].shape[1]), dtype=np.float32)
-    mask = np.zeros((len(clouds), n), dtype=bool)
-    for i, c in enumerate(clouds):
-        points[i, :len(c)] = c
-        mask[i, :len(c)] = True
-    return points, mask
-
-
-def _predict_body(chunk: Sequence[np.ndarray], *, masked: bool, columnar: bool,
-                  signature_name: str | None) -> dict:
-    if masked:
-        points, mask = pad_clouds(chunk)
-        points = points.astype(np.float64)
-        body = {"signature_name": signature_name or "serving_masked"}
-        if columnar:
-            body["inputs"] = {"points": points, "mask": mask}
-        else:
-            body["instances"] = [{"points": p, "mask": m} for p, m in zip(points, mask)]
-        return body
-    sizes = {c.shape for c in chunk}
-    if len(sizes) > 1:
-        raise ValueError(f"clouds of different shapes {sorted(sizes)} need masked=True")
+def _predict_body(inputs: dict, signature_name: str | None, columnar: bool) -> dict:
+    """A predict body for one batch of input arrays (a single input travels bare, as TF
+    Serving's formats allow; several by name)."""
+    # float32 -> float64 is exact, and float64's shortest repr reads back as the same float32.
+    values = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in inputs.items()}
     body = {} if signature_name is None else {"signature_name": signature_name}
-    body["inputs" if columnar else "instances"] = np.stack(chunk).astype(np.float64)
+    if len(values) == 1:
+        body["inputs" if columnar else "instances"] = next(iter(values.values()))
+    elif columnar:
+        body["inputs"] = values
+    else:
+        body["instances"] = [dict(zip(values, row)) for row in zip(*values.values())]
     return body
 
 
@@ -347,10 +251,7 @@ def _parse_outputs(answer: dict, count: int) -> dict[str, np.ndarray]:
     else:
         raise ServingClientError(200, f"the answer has neither 'predictions' nor 'outputs': "
                                  f"{str(answer)[:200]}")
-    for k, v in out.items():
-        if v.shape[:1] != (count,):
-            raise ServingClientError(200, f"output {k!r} has {v.shape[:1]} rows for {count} "
-                                     f"clouds")
+    check_rows(out, count, status=200)
     if "probabilities" in out:
         out["probabilities"] = out["probabilities"].astype(np.float32)
     return out

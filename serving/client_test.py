@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from serving import client as C
+from serving.base_client import ServingClientError
 
 
 STATUS = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
@@ -78,7 +79,7 @@ def test_retries_503_and_429_with_backoff_then_succeeds():
 def test_gives_up_after_the_retries():
     http = fake_server([(503, {}, {"error": "Model m has no version available yet"})] * 3)
     client, sleeps = make_client(http, retries=2)
-    with pytest.raises(C.ServingClientError, match="no version available") as info:
+    with pytest.raises(ServingClientError, match="no version available") as info:
         client.status()
     assert info.value.status == 503 and client.attempts == 3 and len(sleeps) == 2
 
@@ -86,7 +87,7 @@ def test_gives_up_after_the_retries():
 def test_client_errors_are_not_retried():
     http = fake_server([(400, {}, {"error": "Input 'points' has 4 values per point"})])
     client, sleeps = make_client(http)
-    with pytest.raises(C.ServingClientError, match="4 values per point") as info:
+    with pytest.raises(ServingClientError, match="4 values per point") as info:
         client.predict(np.ones((1, 2, 3)))
     assert info.value.status == 400 and client.attempts == 1 and sleeps == []
 
@@ -99,12 +100,12 @@ def test_timeouts_and_refused_connections_are_retried():
     assert client.attempts == 3 and len(sleeps) == 2
     dead = fake_server([(0, {}, httpx.ConnectError("refused"))] * 2)
     client, _ = make_client(dead, retries=1)
-    with pytest.raises(C.ServingClientError, match="cannot reach the server") as info:
+    with pytest.raises(ServingClientError, match="cannot reach the server") as info:
         client.metadata()
     assert info.value.status is None
     slow = fake_server([(0, {}, httpx.ReadTimeout("slow"))] * 2)
     client, _ = make_client(slow, retries=1, timeout=0.5)
-    with pytest.raises(C.ServingClientError, match="no answer within 0.5 s"):
+    with pytest.raises(ServingClientError, match="no answer within 0.5 s"):
         client.metadata()
 
 
@@ -165,7 +166,7 @@ def test_nan_travels_as_nan_not_null():
     client, _ = make_client(fake_server([(400, {}, {"error": "NaN or Inf"})], record=record))
     x = np.ones((1, 2, 3), np.float32)
     x[0, 1, 2] = np.nan
-    with pytest.raises(C.ServingClientError, match="NaN"):
+    with pytest.raises(ServingClientError, match="NaN"):
         client.predict(x)
     assert b"NaN" in record[0].content and b"null" not in record[0].content
 

@@ -29,14 +29,16 @@ from typing import Callable
 
 import numpy as np
 
-from serving.client import ServingClientError, _as_cloud_list, backoff_delay, pad_clouds
+from serving.base_client import (BaseClient, RetryableFailure, ServingClientError,
+                                 check_rows, cloud_batches, join_outputs, no_answer,
+                                 padded_batches, unreachable)
 
 __all__ = ["GrpcServingClient"]
 
 RETRY_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED")
 
 
-class GrpcServingClient:
+class GrpcServingClient(BaseClient):
     """Client for one model on a TF Serving gRPC endpoint.
 
     Args:
@@ -62,26 +64,19 @@ class GrpcServingClient:
         import grpc
         from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
-        if version is not None and label is not None:
-            raise ValueError("pass a version or a label, not both")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        super().__init__(model_name, version=version, label=label, timeout=timeout,
+                         retries=retries, backoff=backoff, max_backoff=max_backoff,
+                         batch_size=batch_size, sleep=sleep)
         if "://" in target:
             raise ValueError(f"gRPC targets are host:port (TF Serving's --port, 8500), not a "
                              f"URL: {target!r}")
-        self.target, self.model_name = target, model_name
-        self.version, self.label = version, label
-        self.timeout, self.retries = timeout, retries
-        self.backoff, self.max_backoff = backoff, max_backoff
-        self.batch_size, self.tensor_content = batch_size, tensor_content
+        self.target, self.tensor_content = target, tensor_content
         # TF Serving accepts messages up to 2 GiB; gRPC's default cap of 4 MiB would refuse
         # a batch of 32 clouds of 1024 points in the answer's direction long before that.
         self.channel = channel or grpc.insecure_channel(target, options=[
             ("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)])
         self.predictions = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.models = model_service_pb2_grpc.ModelServiceStub(self.channel)
-        self._sleep = sleep
-        self.attempts = 0
 
     def close(self) -> None:
         self.channel.close()
@@ -97,8 +92,7 @@ class GrpcServingClient:
     def model_spec(self, spec, version: int | None = None, label: str | None = None,
                    signature_name: str | None = None):
         """Fills a request's `model_spec` (name, pinned version or label, signature)."""
-        version = self.version if version is None and label is None else version
-        label = self.label if label is None and version is None else label
+        version, label = self.pinned(version, label)
         spec.name = self.model_name
         if version is not None:
             spec.version.value = int(version)
@@ -112,26 +106,25 @@ class GrpcServingClient:
         """One RPC with retries; returns the answer message."""
         import grpc
 
-        for attempt in range(self.retries + 1):
-            self.attempts += 1
+        def once(attempts: int):
             try:
                 return method(request, timeout=self.timeout)
             except grpc.RpcError as err:
                 code = err.code().name
-                if code in RETRY_CODES and attempt < self.retries:
-                    self._sleep(backoff_delay(attempt, self.backoff, self.max_backoff))
-                    continue
                 message = err.details() or code
                 if code == "UNAVAILABLE" and "connect" in message.lower():
                     # gRPC's own UNAVAILABLE: no server answered, as REST's refused connection.
-                    raise ServingClientError(None, f"cannot reach the server after "
-                                             f"{attempt + 1} attempts: {message}. Is it "
-                                             f"running at {self.target}?", self.target) from None
-                if code == "DEADLINE_EXCEEDED":
-                    message = (f"no answer within {self.timeout} s after {attempt + 1} "
-                               f"attempts; raise --timeout or send smaller batches")
-                raise ServingClientError(code, message, self.target) from None
-        raise AssertionError("unreachable")
+                    error = unreachable(attempts, message, self.target, self.target)
+                elif code == "DEADLINE_EXCEEDED":
+                    error = no_answer(self.timeout, attempts, self.target, status=code)
+                else:
+                    error = ServingClientError(code, message, self.target)
+                # from None: grpc's exception repeats the message at length.
+                if code in RETRY_CODES:
+                    raise RetryableFailure(error) from None
+                raise error from None
+
+        return self.with_retries(once)
 
     def _tensor(self, array: np.ndarray):
         import tensorflow as tf
@@ -199,49 +192,20 @@ class GrpcServingClient:
         Returns:
             dict of output name -> array with one row per cloud, in the order given.
         """
-        clouds = _as_cloud_list(clouds)
-        if masked is None:
-            masked = len({c.shape[0] for c in clouds}) > 1
-        parts = []
-        for start in range(0, len(clouds), self.batch_size):
-            chunk = clouds[start:start + self.batch_size]
-            if masked:
-                points, mask = pad_clouds(chunk)
-                inputs = {"points": points, "mask": mask}
-                name = signature_name or "serving_masked"
-            else:
-                sizes = {c.shape for c in chunk}
-                if len(sizes) > 1:
-                    raise ValueError(f"clouds of different shapes {sorted(sizes)} need "
-                                     f"masked=True")
-                inputs, name = {"points": np.stack(chunk)}, signature_name
-            parts.append(_check_rows(self.predict_tensors(
-                inputs, signature_name=name, version=version, label=label), len(chunk)))
-        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        return join_outputs([self._predict_arrays(inputs, name, version, label)
+                             for inputs, name in cloud_batches(clouds, self.batch_size, masked,
+                                                               signature_name)])
 
     def predict_padded(self, points, mask, *, signature_name: str = "serving_masked",
                        version: int | None = None, label: str | None = None
                        ) -> dict[str, np.ndarray]:
         """Sends already padded clouds `points (B, N, 3)` with their `mask (B, N)` as given
         (in requests of `batch_size`)."""
-        points = np.asarray(points, dtype=np.float32)
-        mask = np.asarray(mask, dtype=bool)
-        if points.ndim != 3 or mask.shape != points.shape[:2]:
-            raise ValueError(f"points must be (B, N, 3) and mask (B, N); got {points.shape} "
-                             f"and {mask.shape}")
-        parts = []
-        for start in range(0, len(points), self.batch_size):
-            inputs = {"points": points[start:start + self.batch_size],
-                      "mask": mask[start:start + self.batch_size]}
-            parts.append(_check_rows(self.predict_tensors(
-                inputs, signature_name=signature_name, version=version, label=label),
-                len(inputs["points"])))
-        return {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+        return join_outputs([self._predict_arrays(inputs, signature_name, version, label)
+                             for inputs in padded_batches(points, mask, self.batch_size)])
 
-
-def _check_rows(outputs: dict, count: int) -> dict:
-    for name, value in outputs.items():
-        if value.shape[:1] != (count,):
-            raise ServingClientError("OK", f"output {name!r} has {value.shape[:1]} rows for "
-                                     f"{count} clouds")
-    return outputs
+    def _predict_arrays(self, inputs: dict, signature_name: str | None, version,
+                        label) -> dict[str, np.ndarray]:
+        outputs = self.predict_tensors(inputs, signature_name=signature_name, version=version,
+                                       label=label)
+        return check_rows(outputs, len(inputs["points"]), status="OK")

@@ -8,6 +8,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 
 from serving import client as C
+from serving.base_client import ServingClientError
 from serving.grpc_client import GrpcServingClient
 
 
@@ -62,7 +63,7 @@ def test_retries_unavailable_and_busy_then_succeeds():
 def test_client_errors_are_not_retried_and_name_the_status():
     client, sleeps = make(FakePredict([RpcError(grpc.StatusCode.NOT_FOUND,
                                                 "Servable not found for request: Latest(m)")]))
-    with pytest.raises(C.ServingClientError, match="Latest") as info:
+    with pytest.raises(ServingClientError, match="Latest") as info:
         client.predict(np.ones((1, 4, 3), np.float32))
     assert info.value.status == "NOT_FOUND" and sleeps == []
 
@@ -70,13 +71,13 @@ def test_client_errors_are_not_retried_and_name_the_status():
 def test_no_server_and_timeouts_read_as_the_rest_clients_do():
     refused = RpcError(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses")
     client, sleeps = make(FakePredict([refused] * 3), retries=2)
-    with pytest.raises(C.ServingClientError, match="cannot reach the server after 3 "
+    with pytest.raises(ServingClientError, match="cannot reach the server after 3 "
                                                    "attempts.*Is it running at 127.0.0.1:1"):
         client.predict(np.ones((1, 4, 3), np.float32))
     assert len(sleeps) == 2
     client, _ = make(FakePredict([RpcError(grpc.StatusCode.DEADLINE_EXCEEDED)] * 2),
                      retries=1, timeout=0.5)
-    with pytest.raises(C.ServingClientError, match="no answer within 0.5 s after 2 attempts"):
+    with pytest.raises(ServingClientError, match="no answer within 0.5 s after 2 attempts"):
         client.predict(np.ones((1, 4, 3), np.float32))
 
 
