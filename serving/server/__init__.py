@@ -25,7 +25,8 @@ Where things live, in the order a request meets them:
 - `app`: the Starlette app: URL routing, body limit, in-flight limit, error JSON.
 - `grpc_service`: PredictionService and ModelService on the same registry and handlers.
 - `handlers`: predict, status and metadata for one call, whatever the transport.
-- `codec`: JSON -> tensors and tensors -> JSON with TF Serving's rules and messages.
+- `json_text`: request bodies read, and values quoted, as TF Serving's rapidjson does.
+- `codec`: parsed JSON -> tensors and tensors -> JSON with TF Serving's rules and messages.
 - `validation`: point-cloud checks answered with what to send instead.
 - `batching`: `--enable_batching`, concurrent calls merged into one model call.
 - `metrics`: `--monitoring_config_file`, the Prometheus page.

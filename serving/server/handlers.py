@@ -1,12 +1,13 @@
 """Answering one API call, independent of the transport: predict, model status, metadata.
 
 `handle_predict` resolves the model version (number, label or latest), the signature and
-the request format, converts the body (`codec`), checks it (`validation`), calls the model
-and returns the answer's JSON text; `handle_get` returns the status or metadata document.
-Both raise `ServingError` with TF Serving's code and message for anything a client did
-wrong. The REST app (`app.py`) routes URLs here; the gRPC services (`grpc_service.py`)
-share `find_servable`, `run_signature`, `status_proto` and `classify_regress_error`, so
-both APIs answer from the same loaded versions with the same checks and errors.
+the request format, parses the body (`json_text`), converts it (`codec`), checks it
+(`validation`), calls the model and returns the answer's JSON text; `handle_get` returns
+the status or metadata document. Both raise `ServingError` with TF Serving's code and
+message for anything a client did wrong. The REST app (`app.py`) routes URLs here; the
+gRPC services (`grpc_service.py`) share `find_servable`, `run_signature`, `status_proto`
+and `classify_regress_error`, so both APIs answer from the same loaded versions with the
+same checks and errors.
 
 Example (needs an export under exports/setnet-default)::
 
@@ -20,10 +21,11 @@ from __future__ import annotations
 
 import logging
 
-from serving.server.codec import (check_examples, echo, outputs_to_json, parse_json,
-                                  tensors_from_inputs, tensors_from_instances)
+from serving.server.codec import (check_examples, outputs_to_json, tensors_from_inputs,
+                                  tensors_from_instances)
 from serving.server.config import Limits
 from serving.server.errors import ServingError, invalid
+from serving.server.json_text import echo, parse_json
 from serving.server.ragged import pad_instances
 from serving.server.servable import DEFAULT_SIGNATURE, PREDICT_METHOD, LoadedVersion, Signature
 from serving.server.validation import validate_inputs
