@@ -95,7 +95,8 @@ def main(argv=None) -> int:
 
     from pipelines.config import ConfigError, load_config
     from pipelines.datasets import DataNotFoundError
-    from pipelines.train import hardware, train
+    from pipelines.runs import hardware
+    from pipelines.train import train
 
     rows = []
     hw = None

@@ -13,7 +13,8 @@ from pipelines import checkpointing
 from pipelines.checkpointing import JobCheckpoint, Position, StopSignals, Stopped
 from pipelines.config import load_config
 from pipelines.distribute import Task
-from pipelines.train import _resume_command, checkpoint_folder, default_run_name
+from pipelines.runs import checkpoint_folder, default_run_name
+from pipelines.train import _resume_command
 from tests.support.training import build
 
 CHIEF = Task(index=0, num_workers=1, chief=True)
@@ -133,13 +134,13 @@ def test_a_resumed_teleport_schedule_keeps_its_budget_and_does_not_repeat():
 
 
 def test_fresh_names_the_unfinished_run_it_leaves(tmp_path):
-    from pipelines.train import _note_unfinished_siblings
+    from pipelines.runs import note_unfinished_siblings
 
     cfg = load_config(None, [f"runs_dir={tmp_path}", "train.resume=never"])
     base = tmp_path / cfg.experiment / default_run_name(cfg)
     model, optimizer = _model()
     JobCheckpoint({"model": model, "optimizer": optimizer}, str(base / "checkpoints"), CHIEF).save(Position(1, 0, 5))
     said = []
-    _note_unfinished_siblings(cfg, base.with_name(base.name + "-2"), said.append)
+    note_unfinished_siblings(cfg, base.with_name(base.name + "-2"), said.append)
     assert said == [f"--fresh: starting {base.name}-2; the unfinished run {base} is left as it is (resume it with "
                     f"the same command without --fresh and --set run_name={base.name})"]

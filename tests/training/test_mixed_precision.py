@@ -9,7 +9,8 @@ import tensorflow as tf
 from pipelines import export as ex
 from pipelines import loop
 from pipelines.config import load_config
-from pipelines.train import make_optimizer, train
+from pipelines.build import make_optimizer
+from pipelines.train import train
 from tests.support.training import NUM_CLASSES, build, tiny_dataset
 
 POLICIES = ["mixed_bfloat16", "mixed_float16"]
