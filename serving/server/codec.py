@@ -36,7 +36,7 @@ def _is_b64(v) -> bool:
     return isinstance(v, dict) and len(v) == 1 and isinstance(v.get("b64"), str)
 
 
-def _is_element_object(v) -> bool:
+def is_element_object(v) -> bool:
     return isinstance(v, dict) and not _is_b64(v)
 
 
@@ -142,7 +142,8 @@ def _fast_tensor(v, spec: TensorSpec, bools_in_body: bool) -> np.ndarray | None:
     return None
 
 
-def _tensor(v, spec: TensorSpec, bools_in_body: bool) -> np.ndarray:
+def array_from_json(v, spec: TensorSpec, bools_in_body: bool) -> np.ndarray:
+    """One input's parsed JSON value as an array of ``spec``'s dtype, or the ServingError TF Serving gives."""
     fast = _fast_tensor(v, spec, bools_in_body)
     return fast if fast is not None else _slow_tensor(v, spec)
 
@@ -165,12 +166,12 @@ def _item_shape_check(i, key, arr, first, where):
 def tensors_from_instances(instances: list, inputs: dict, bools_in_body: bool) -> dict:
     """Row format: `instances` -> one batched array per input (TF Serving's rules)."""
     names = sorted(inputs)
-    if not _is_element_object(instances[0]) and len(inputs) > 1:
+    if not is_element_object(instances[0]) and len(inputs) > 1:
         raise invalid("instances is a plain list, but expecting list of objects as multiple "
                       "input tensors required as per tensorinfo_map")
-    if _is_element_object(instances[0]):
+    if is_element_object(instances[0]):
         for i, elem in enumerate(instances):
-            if not _is_element_object(elem):
+            if not is_element_object(elem):
                 raise invalid(f"Expecting object but got list at item {i} of input list")
             for key in elem:
                 if key not in inputs:
@@ -183,7 +184,7 @@ def tensors_from_instances(instances: list, inputs: dict, bools_in_body: bool) -
         columns = {k: [elem[k] for elem in instances] for k in names}
     else:
         for i, elem in enumerate(instances):
-            if _is_element_object(elem):
+            if is_element_object(elem):
                 raise invalid(f"Expecting value/list but got object at item {i} of input list")
         columns = {names[0]: instances}
     out = {}
@@ -193,7 +194,7 @@ def tensors_from_instances(instances: list, inputs: dict, bools_in_body: bool) -
         if fast is not None:
             out[key] = fast
             continue
-        where = f" key: {key}" if len(columns) > 1 or _is_element_object(instances[0]) else ""
+        where = f" key: {key}" if len(columns) > 1 or is_element_object(instances[0]) else ""
         first, arrays = None, []
         for i, item in enumerate(items):
             try:
@@ -214,12 +215,12 @@ def tensors_from_inputs(value, inputs: dict, bools_in_body: bool) -> dict:
             raise invalid("inputs is a plain value/list, but expecting an object as multiple "
                           "input tensors required as per tensorinfo_map")
         name = next(iter(inputs))
-        return {name: _tensor(value, inputs[name], bools_in_body)}
+        return {name: array_from_json(value, inputs[name], bools_in_body)}
     out = {}
     for name in sorted(inputs):
         if name not in value:
             raise invalid(f"Missing named input: {name} in 'inputs' object.")
-        out[name] = _tensor(value[name], inputs[name], bools_in_body)
+        out[name] = array_from_json(value[name], inputs[name], bools_in_body)
     return out
 
 

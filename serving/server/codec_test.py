@@ -54,4 +54,4 @@ def test_json_numbers_become_float32_as_tf_serving_converts_them():
     np.testing.assert_array_equal(codec._fast_tensor(value, spec, bools_in_body=False), want)
     np.testing.assert_array_equal(codec._slow_tensor(value, spec), want)
     with pytest.raises(ServingError, match="Type: True is not of expected type: float"):
-        codec._tensor([[1.5, True]], spec, bools_in_body=True)
+        codec.array_from_json([[1.5, True]], spec, bools_in_body=True)

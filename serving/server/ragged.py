@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.server.codec import _is_element_object, _tensor
+from serving.server.codec import array_from_json, is_element_object
 from serving.server.errors import ServingError, invalid
 from serving.server.servable import Signature
 
@@ -46,7 +46,7 @@ def masked_partner(signatures: dict) -> Signature | None:
 
 def _cloud(instance) -> list | None:
     """The points of one instance (a list of points, or an object with only `points`)."""
-    if _is_element_object(instance):
+    if is_element_object(instance):
         return instance.get("points") if set(instance) == {"points"} else None
     return instance
 
@@ -75,7 +75,7 @@ def pad_instances(instances: list, signature: Signature, signatures: dict,
     arrays = []
     for i, cloud in enumerate(clouds):
         try:
-            arr = _tensor(cloud, spec, bools_in_body)
+            arr = array_from_json(cloud, spec, bools_in_body)
         except ServingError as err:
             raise invalid(f"Failed to process element: {i} of 'instances' list. Error: {err.status_string()}")
         if arr.ndim != 2 or (width is not None and arr.shape[1] != width):
