@@ -302,12 +302,16 @@ def sweep_trials(client, parent) -> tuple[list[dict], dict]:
         def history(key):
             return [m.value for m in sorted(client.get_metric_history(rid, key), key=lambda m: m.step)]
 
-        curves = {k: history(k) for k in ("loss", "val_loss", "accuracy", "val_accuracy")}
+        curves = {k: history(k) for k in ("loss", "val_loss", "accuracy", "val_accuracy", "mae", "val_mae",
+                                          "val_rmse")}
         values = [v for v in curves.get(facts["objective"], []) if not math.isnan(v)]
         pick = max if facts["direction"] == "maximize" else min
+        metrics = run.data.metrics
         trials.append({"trial": int(tags.get("sweep.trial", -1)), "run": run.info.run_name, "run_id": rid,
                        "state": tags.get("sweep.state", run.info.status), "epochs": len(curves["loss"]),
-                       "value": pick(values) if values else None, "test_accuracy": run.data.metrics.get("test_accuracy"),
+                       "value": pick(values) if values else None,
+                       "task": "regression" if curves["mae"] or "test_mae" in metrics else "classification",
+                       **{k: metrics.get(k) for k in ("test_accuracy", "test_mae", "test_rmse")},
                        "version": tags.get("registry.version"), "params": json.loads(tags.get("sweep.params", "{}")),
                        "curves": curves})
     sign = -1 if facts["direction"] == "maximize" else 1
@@ -315,14 +319,29 @@ def sweep_trials(client, parent) -> tuple[list[dict], dict]:
     return trials, facts
 
 
+# The test figures of a sweep's table by task: (header, trial key, format).
+_SWEEP_TEST_COLUMNS = {"classification": (("test acc", "test_accuracy", "{:.4f}"),),
+                       "regression": (("test mae", "test_mae", "{:.4g}"), ("test rmse", "test_rmse", "{:.4g}"))}
+
+
 def format_trials(trials: Sequence[dict], facts: dict) -> str:
+    """The trials table: trial, state, epochs, the objective, the test figures of the trials' task
+    (accuracy; a regression's MAE and RMSE), registered version and the searched keys.
+
+    Example::
+
+        trials, facts = sweep_trials(client, find_parent(client, "setnet-digits-default"))
+        print(format_trials(trials, facts))
+    """
     keys = list(facts["space"]) or sorted({k for t in trials for k in t["params"]})
-    head = ["trial", "state", "epochs", facts["objective"], "test acc", "version", *keys]
+    tasks = {t.get("task", "classification") for t in trials} or {"classification"}
+    tests = [c for task in ("classification", "regression") if task in tasks for c in _SWEEP_TEST_COLUMNS[task]]
+    head = ["trial", "state", "epochs", facts["objective"], *[h for h, _, _ in tests], "version", *keys]
     rows = [head]
     for t in trials:
         rows.append([str(t["trial"]), t["state"], str(t["epochs"]),
                      "-" if t["value"] is None else f"{t['value']:.4f}",
-                     "-" if t["test_accuracy"] is None else f"{t['test_accuracy']:.4f}", t["version"] or "-",
+                     *["-" if t.get(k) is None else fmt.format(t[k]) for _, k, fmt in tests], t["version"] or "-",
                      *[_short(t["params"].get(k)) for k in keys]])
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
@@ -439,7 +458,7 @@ def sweep_figures(trials: Sequence[dict], facts: dict, importances: dict | None,
         fig = Figure(figsize=(11, 7))
         axes = fig.subplots(2, len(best_two), squeeze=False)
         for col, (t, role) in enumerate(zip(best_two, ("best", "runner-up"))):
-            for row, key in enumerate(("loss", "accuracy")):
+            for row, key in enumerate(("loss", "mae" if t.get("task") == "regression" else "accuracy")):
                 ax = axes[row][col]
                 for name, style in ((key, "o-"), (f"val_{key}", "s-")):
                     ys = t["curves"].get(name) or []

@@ -33,6 +33,7 @@ import yaml
 from pipelines.sweep.space import SweepError
 from pipelines.sweep.study import (IDENTITY_ATTR, PARENT_ATTR, STUDY_TAG, TRIAL_ATTR, WORKER_ATTR, Sweep,
                                    safe_url, with_warnings_off)
+from pipelines.sweep.trial import TEST_SCORES
 from pipelines.tracking import local_artifact_root, write_json
 
 MAX_CONSECUTIVE_FAILURES = 3
@@ -106,7 +107,8 @@ def _summarize(ctx: Sweep, study, finished: bool) -> dict | None:
     summary = {"study": ctx.study_name, "objective": ctx.sweep["objective"], "direction": ctx.sweep["direction"],
                "trial": best.user_attrs.get(TRIAL_ATTR, best.number), "value": best.value, "params": best.params,
                "run_dir": best.user_attrs.get("run_dir"), "mlflow_run_id": best.user_attrs.get("mlflow_run_id"),
-               "test_accuracy": best.user_attrs.get("test_accuracy"),
+               **{f"test_{k}": best.user_attrs.get(f"test_{k}") for k in TEST_SCORES
+                  if k == "accuracy" or f"test_{k}" in best.user_attrs},
                "export_path": best.user_attrs.get("export_path"), "completed_trials": len(done)}
     write_json(ctx.folder / "best_trial.json", summary)
     if ctx.parent_id:

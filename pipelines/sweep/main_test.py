@@ -25,3 +25,15 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["--sweep", str(ROOT / "sweeps" / "default.yaml"), "--parallel", "0"]) == 2
     assert "--parallel must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_objective_that_does_not_fit_the_data_is_one_line_and_exit_2(tmp_path, capsys):
+    from tests.support.sweep import write_regression_table
+
+    table = write_regression_table(tmp_path / "shapes.parquet")
+    path = _write(tmp_path, "objective: val_accuracy\nspace: {train.loss: [mse, huber]}")
+    assert main(["--config", str(ROOT / "configs" / "own_regression.yaml"), "--sweep", str(path),
+                 "--set", f"data.path={table}", f"runs_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {path}: objective 'val_accuracy' is a classification")
+    assert not (tmp_path / "runs").exists()

@@ -20,6 +20,7 @@ import difflib
 import math
 import pathlib
 import tempfile
+from typing import Callable
 
 import yaml
 
@@ -27,7 +28,21 @@ from pipelines import config as config_lib
 
 SAMPLERS = ("tpe", "random", "grid")
 DIRECTIONS = ("maximize", "minimize")
-EPOCH_METRICS = ("val_accuracy", "val_loss", "accuracy", "loss")
+# What a training run logs per epoch (`pipelines.loop.Trainer.fit`): the loss and the task's metric
+# (accuracy; a regression's mae), and with a validation split their val_ twins, where a regression's
+# evaluation adds rmse. Each with the task that logs it (None: both) and the direction that improves it.
+EPOCH_METRICS = {
+    "val_accuracy": ("classification", "maximize"),
+    "accuracy": ("classification", "maximize"),
+    "val_mae": ("regression", "minimize"),
+    "val_rmse": ("regression", "minimize"),
+    "mae": ("regression", "minimize"),
+    "val_loss": (None, "minimize"),
+    "loss": (None, "minimize"),
+}
+# Without an objective in the sweep file. A regression's val_mae, not its val_loss: a sweep over
+# train.loss (mse or huber) compares trials whose losses are different measures.
+DEFAULT_OBJECTIVE = {"classification": "val_accuracy", "regression": "val_mae"}
 SHIPPED_SWEEPS = pathlib.Path(__file__).resolve().parents[2] / "sweeps"
 
 
@@ -39,8 +54,9 @@ class SweepError(Exception):
 
 TOP_KEYS = {
     "study": "study name (default: <experiment>-<sweep file name>)",
-    "objective": "per-epoch metric to optimise: " + ", ".join(EPOCH_METRICS),
-    "direction": "maximize or minimize (default: minimize for losses, else maximize)",
+    "objective": "per-epoch metric to optimise: " + ", ".join(EPOCH_METRICS)
+                 + " (default: val_accuracy for a classification, val_mae for a regression)",
+    "direction": "maximize or minimize (default: maximize for accuracy, minimize for losses and errors)",
     "sampler": "tpe, random or grid",
     "seed": "sampler seed",
     "trials": "number of trials (--trials overrides)",
@@ -102,8 +118,15 @@ def _has_key(tree, dotted: str) -> bool:
     return True
 
 
-def load_sweep(path: str | pathlib.Path, base: dict) -> dict:
+def load_sweep(path: str | pathlib.Path, base: dict, task: str | Callable[[], str] | None = None) -> dict:
     """Read and check a sweep file against the base config (plain dict, see `plain_config`).
+
+    Args:
+        path: the sweep file.
+        base: the base config as plain dicts and lists.
+        task: the task of the config's data, ``classification`` or ``regression``, or a function
+            that tells it; None: `dataset_task` of `base`. Asked only when the objective depends on
+            it: none given (the default is the task's), or a metric only one task logs.
 
     Returns:
         The sweep with every default filled in: ``objective``, ``direction``, ``sampler``,
@@ -112,6 +135,11 @@ def load_sweep(path: str | pathlib.Path, base: dict) -> dict:
 
     Raises:
         SweepError: one line naming the file, the key and what to do.
+
+    Example::
+
+        base = plain_config(config.load_config("configs/own_regression.yaml"))
+        load_sweep("sweeps/default.yaml", base, task="regression")["objective"]   # 'val_mae'
     """
     path = pathlib.Path(path)
     where = str(path)
@@ -132,15 +160,14 @@ def load_sweep(path: str | pathlib.Path, base: dict) -> dict:
         if key not in TOP_KEYS:
             raise SweepError(f"{where}: unknown key {key!r}{_did_you_mean(str(key), TOP_KEYS)} "
                              f"(keys: {', '.join(TOP_KEYS)})")
-    sweep = {"study": raw.get("study"), "objective": raw.get("objective", "val_accuracy"),
-             "sampler": raw.get("sampler", "tpe"), "seed": raw.get("seed", 0), "trials": raw.get("trials", 10),
-             "heartbeat_seconds": raw.get("heartbeat_seconds", 10)}
-    if sweep["objective"] not in EPOCH_METRICS:
-        raise SweepError(f"{where}: objective {sweep['objective']!r} is not a per-epoch metric; use one of "
-                         f"{', '.join(EPOCH_METRICS)}{_did_you_mean(str(sweep['objective']), EPOCH_METRICS)}")
-    sweep["direction"] = raw.get("direction", "minimize" if sweep["objective"].endswith("loss") else "maximize")
-    if sweep["direction"] not in DIRECTIONS:
-        raise SweepError(f"{where}: direction must be maximize or minimize, got {sweep['direction']!r}")
+    sweep = {"study": raw.get("study"), "sampler": raw.get("sampler", "tpe"), "seed": raw.get("seed", 0),
+             "trials": raw.get("trials", 10), "heartbeat_seconds": raw.get("heartbeat_seconds", 10)}
+    objective = raw.get("objective")
+    if objective is not None and objective not in EPOCH_METRICS:
+        raise SweepError(f"{where}: objective {objective!r} is not a per-epoch metric; use one of "
+                         f"{', '.join(EPOCH_METRICS)}{_did_you_mean(str(objective), EPOCH_METRICS)}")
+    if raw.get("direction", DIRECTIONS[0]) not in DIRECTIONS:
+        raise SweepError(f"{where}: direction must be maximize or minimize, got {raw['direction']!r}")
     if sweep["sampler"] not in SAMPLERS:
         raise SweepError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}, got {sweep['sampler']!r}"
                          f"{_did_you_mean(str(sweep['sampler']), SAMPLERS)}")
@@ -172,7 +199,78 @@ def load_sweep(path: str | pathlib.Path, base: dict) -> dict:
                                  f"(low, high, step); this is a continuous range. Use sampler: tpe or random, "
                                  f"or list choices")
     _check_values(sweep["space"], base, where)
+    # Last: telling the task may read the data, which the checks above never need.
+    sweep["objective"] = _objective(objective, task, base, where)
+    sweep["direction"] = raw.get("direction", EPOCH_METRICS[sweep["objective"]][1])
     return sweep
+
+
+def _objective(objective: str | None, task, base: dict, where: str) -> str:
+    """The sweep's objective: the one given, if the data's task logs it; else the task's default."""
+    needs = EPOCH_METRICS[objective][0] if objective else None
+    if objective and needs is None:
+        return objective
+    try:
+        task = (task or (lambda: dataset_task(_as_config(base))))
+        task = task() if callable(task) else task
+    except Exception as e:  # missing or unreadable data: every trial would stop at the same point
+        data = base["data"]
+        what = f"{data['name']}" + (f" at {data['path']}" if data.get("path") else "")
+        why = f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
+        if objective:
+            raise SweepError(f"{where}: objective {objective!r} is logged by a {needs} only, and the task of "
+                             f"the data ({what}) cannot be told ({why}); fix the data, or use objective: "
+                             f"val_loss, which every run logs") from None
+        raise SweepError(f"{where}: no objective given, and the task of the data ({what}) cannot be told "
+                         f"({why}); set objective: (val_accuracy for a classification; val_mae, val_rmse or "
+                         f"val_loss for a regression)") from None
+    if objective is None:
+        return DEFAULT_OBJECTIVE[task]
+    if needs != task:
+        fits = [m for m, (t, _) in EPOCH_METRICS.items() if t in (None, task)]
+        raise SweepError(f"{where}: objective {objective!r} is a {needs} metric, but the config's data "
+                         f"({base['data']['name']}) is a {task}, which logs {', '.join(fits)}; use one of those "
+                         f"(or leave objective: out for {DEFAULT_OBJECTIVE[task]})")
+    return objective
+
+
+def dataset_task(cfg) -> str:
+    """The task of a config's data, ``classification`` or ``regression``, without preparing it.
+
+    The dataset's builder says it: a ``target`` feature is a regression, a ``label`` a
+    classification (the contract of `pipelines.datasets`). For ``set_table`` with ``task: auto`` the
+    builder reads the table's schema (a float or vector target is a regression), so the table
+    must be there.
+
+    Raises:
+        The dataset's own errors (`pipelines.datasets.DataNotFoundError`, ``DataFormatError``,
+        ValueError) when the data cannot be read.
+
+    Example::
+
+        dataset_task(config.load_config("configs/digits.yaml"))   # 'classification'
+    """
+    import logging
+
+    from pipelines import datasets
+
+    data = cfg.data
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # TFDS's "Using custom data configuration" is for the trials to say
+    try:
+        builder = datasets.get_builder(data.name, data_dir=data.data_dir, allow_partial=data.allow_partial,
+                                       params=data.builder_params())
+        return "regression" if "target" in builder.info.features else "classification"
+    finally:
+        absl.setLevel(level)
+
+
+def _as_config(base: dict):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = pathlib.Path(tmp) / "base.yaml"
+        path.write_text(yaml.safe_dump(base, sort_keys=False))
+        return config_lib.load_config(path)
 
 
 def _get(tree, dotted: str):

@@ -8,6 +8,7 @@ import yaml
 
 from pipelines.config import load_config
 from pipelines.sweep import space
+from tests.support.sweep import write_regression_table
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -90,3 +91,76 @@ def test_trial_configs_set_list_items_and_stay_valid(tmp_path, base):
     cfg = load_config(path)
     assert cfg.model.blocks[1].rank == 4 and cfg.train.learning_rate == 0.002
     assert cfg.model.blocks[0].units == base["model"]["blocks"][0]["units"]
+
+
+# --------------------------------------------------------------------------- the objective and the task
+
+
+@pytest.fixture(scope="module")
+def regression_base(tmp_path_factory):
+    table = write_regression_table(tmp_path_factory.mktemp("table") / "shapes.parquet")
+    return space.plain_config(load_config(ROOT / "configs" / "own_regression.yaml", [f"data.path={table}"]))
+
+
+def _never_asked():
+    pytest.fail("the task was asked for an objective every task logs")
+
+
+def test_the_datas_task_is_told_without_preparing_it(regression_base, tmp_path):
+    digits = load_config(ROOT / "configs" / "digits.yaml", [f"data.data_dir={tmp_path / 'tfds'}"])
+    assert space.dataset_task(digits) == "classification"
+    own = load_config(ROOT / "configs" / "own_regression.yaml",
+                      [f"data.path={regression_base['data']['path']}", f"data.data_dir={tmp_path / 'tfds'}"])
+    assert space.dataset_task(own) == "regression"
+    assert not (tmp_path / "tfds").exists()
+
+
+def test_without_an_objective_a_sweep_optimises_the_tasks_metric(tmp_path, base, regression_base):
+    got = space.load_sweep(ROOT / "sweeps" / "default.yaml", regression_base)
+    assert (got["objective"], got["direction"]) == ("val_mae", "minimize")
+    path = _write(tmp_path, "space: {train.loss: [mse, huber]}")
+    assert space.load_sweep(path, base, task="classification")["objective"] == "val_accuracy"
+    assert space.load_sweep(path, base, task=lambda: "regression")["objective"] == "val_mae"
+
+
+@pytest.mark.parametrize("objective, direction", [("val_mae", "minimize"), ("val_rmse", "minimize"),
+                                                  ("mae", "minimize"), ("val_loss", "minimize")])
+def test_a_regression_sweep_takes_the_metrics_a_regression_logs(tmp_path, regression_base, objective, direction):
+    got = space.load_sweep(_write(tmp_path, f"objective: {objective}\nspace: {{train.loss: [mse, huber]}}"),
+                           regression_base)
+    assert (got["objective"], got["direction"]) == (objective, direction)
+
+
+def test_an_objective_every_task_logs_does_not_need_the_task(tmp_path, base):
+    got = space.load_sweep(_write(tmp_path, "objective: loss\nspace: {seed: [1, 2]}"), base, task=_never_asked)
+    assert (got["objective"], got["direction"]) == ("loss", "minimize")
+
+
+@pytest.mark.parametrize("objective, task, message", [
+    ("val_accuracy", "regression", r"objective 'val_accuracy' is a classification metric, but the config's data "
+                                   r"\(set_table\) is a regression, which logs val_mae, val_rmse, mae, val_loss, loss"),
+    ("accuracy", "regression", r"objective 'accuracy' is a classification metric"),
+    ("val_mae", "classification", r"objective 'val_mae' is a regression metric, but the config's data "
+                                  r"\(digits\) is a classification, which logs val_accuracy, accuracy, val_loss"),
+    ("val_rmse", "classification", r"or leave objective: out for val_accuracy"),
+])
+def test_an_objective_the_task_does_not_log_is_refused(tmp_path, base, regression_base, objective, task, message):
+    config = regression_base if task == "regression" else base
+    with pytest.raises(space.SweepError, match=message) as info:
+        space.load_sweep(_write(tmp_path, f"objective: {objective}\nspace: {{seed: [1, 2]}}"), config)
+    assert str(info.value).startswith(f"{tmp_path / 's.yaml'}: objective ") and "\n" not in str(info.value)
+
+
+def test_data_that_cannot_be_read_needs_an_objective_every_task_logs(tmp_path, regression_base):
+    missing = yaml.safe_load(yaml.safe_dump(regression_base))
+    missing["data"]["path"] = str(tmp_path / "nowhere.parquet")
+    with pytest.raises(space.SweepError, match=r"s\.yaml: no objective given, and the task of the data "
+                                               r"\(set_table at .*nowhere\.parquet\) cannot be told "
+                                               r"\(DataNotFoundError: .*\); set objective: ") as info:
+        space.load_sweep(_write(tmp_path, "space: {seed: [1, 2]}"), missing)
+    assert "\n" not in str(info.value)
+    with pytest.raises(space.SweepError, match=r"objective 'val_mae' is logged by a regression only, and the task "
+                                               r"of the data .* cannot be told .*use objective: val_loss"):
+        space.load_sweep(_write(tmp_path, "objective: val_mae\nspace: {seed: [1, 2]}"), missing)
+    got = space.load_sweep(_write(tmp_path, "objective: val_loss\nspace: {seed: [1, 2]}"), missing)
+    assert got["objective"] == "val_loss"

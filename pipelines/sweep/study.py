@@ -19,7 +19,7 @@ import hashlib
 import json
 import pathlib
 
-from pipelines.sweep.space import (SweepError, grid_size, load_sweep, make_pruner, make_sampler,
+from pipelines.sweep.space import (SweepError, dataset_task, grid_size, load_sweep, make_pruner, make_sampler,
                                    plain_config)
 from pipelines.tracking import resolve_tracking_uri
 
@@ -115,7 +115,7 @@ class Sweep:
         self.cfg = config_lib.load_config(args.config, self.overrides)
         self.base = plain_config(self.cfg)
         self.sweep_path = pathlib.Path(args.sweep)
-        self.sweep = load_sweep(self.sweep_path, self.base)
+        self.sweep = load_sweep(self.sweep_path, self.base, task=lambda: dataset_task(self.cfg))
         if args.trials is not None:
             if args.trials < 1:
                 raise SweepError(f"--trials must be >= 1, got {args.trials}")

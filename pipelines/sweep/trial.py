@@ -30,6 +30,8 @@ from pipelines.sweep.space import set_key, suggest
 from pipelines.sweep.study import PARENT_ATTR, STUDY_TAG, TRIAL_ATTR, WORKER_ATTR, Sweep
 from pipelines.tracking import local_artifact_root, read_json
 
+TEST_SCORES = ("accuracy", "mae", "rmse")  # a classification's test figure; a regression's two
+
 def _trial_config(ctx: Sweep, params: dict, run_name: str, folder: pathlib.Path):
     tree = yaml.safe_load(yaml.safe_dump(ctx.base))
     for key, value in params.items():
@@ -121,7 +123,7 @@ def run_trial(ctx: Sweep, trial, token: str, printer: Callable[[str], None] = pr
         state = read_json(run_dir / "mlflow.json") or {}
         if state.get("run_id"):
             trial.set_user_attr("mlflow_run_id", state["run_id"])
-        trial.set_user_attr("test_accuracy", done.get("test", {}).get("accuracy"))
+        _keep_test_scores(trial, done.get("test") or {})
         exported = (read_json(run_dir / "invariance.json") or {}).get("export")
         if exported:
             trial.set_user_attr("export_path", exported)
@@ -139,7 +141,7 @@ def run_trial(ctx: Sweep, trial, token: str, printer: Callable[[str], None] = pr
                 return
             trial.report(float(value), step=epoch + 1)
             if trial.should_prune():
-                raise optuna.TrialPruned(f"{metric} {value:.4f} after epoch {epoch + 1} is below the median of "
+                raise optuna.TrialPruned(f"{metric} {value:.4f} after epoch {epoch + 1} is worse than the median of "
                                          f"the earlier trials at that epoch")
 
     from pipelines.train import train
@@ -151,11 +153,20 @@ def run_trial(ctx: Sweep, trial, token: str, printer: Callable[[str], None] = pr
         _tag_child(ctx, child, {"sweep.state": "PRUNED"}, status="KILLED")
         raise
     value = objective_value(result["history"], metric, direction)
-    trial.set_user_attr("test_accuracy", result["test_accuracy"])
+    _keep_test_scores(trial, {k: result.get(f"test_{k}") for k in TEST_SCORES})
     if result.get("export_path"):
         trial.set_user_attr("export_path", result["export_path"])
     _tag_child(ctx, child, {"sweep.state": "COMPLETE", "sweep.value": value})
     return value
+
+
+def _keep_test_scores(trial, scores: dict) -> None:
+    """The trial's test figures (``test_accuracy``; a regression's ``test_mae``, ``test_rmse``) as
+    user attributes, for the summary. ``test_accuracy`` is always set (None for a regression)."""
+    trial.set_user_attr("test_accuracy", scores.get("accuracy"))
+    for key in TEST_SCORES[1:]:
+        if scores.get(key) is not None:
+            trial.set_user_attr(f"test_{key}", scores[key])
 
 
 def _tag_child(ctx: Sweep, run_id: str | None, tags: dict, status: str | None = None) -> None:

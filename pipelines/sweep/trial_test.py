@@ -5,19 +5,22 @@ import pathlib
 
 import pytest
 
+from pipelines.sweep import driver
 from pipelines.sweep import trial as sweep_trial
 from pipelines.sweep.__main__ import _parser
 from pipelines.sweep.space import make_sampler
 from pipelines.sweep.study import TRIAL_ATTR, Sweep
+from pipelines.tracking import read_json
+from tests.support.sweep import write_regression_table
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-def _context(tmp_path, sweep_text: str) -> Sweep:
+def _context(tmp_path, sweep_text: str, config: str = "digits.yaml", *overrides: str) -> Sweep:
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(sweep_text)
-    return Sweep(_parser().parse_args(["--config", str(ROOT / "configs" / "digits.yaml"), "--sweep", str(sweep_file),
-                                       "--set", f"runs_dir={tmp_path / 'runs'}", "mlflow.enabled=false"]))
+    return Sweep(_parser().parse_args(["--config", str(ROOT / "configs" / config), "--sweep", str(sweep_file),
+                                       "--set", f"runs_dir={tmp_path / 'runs'}", "mlflow.enabled=false", *overrides]))
 
 
 def test_objective_is_the_best_epoch_in_the_sweeps_direction():
@@ -70,6 +73,66 @@ def test_a_trial_reports_every_epoch_and_the_median_pruner_stops_a_worse_one(tmp
                                                       second.params["model.global_pool"]]
     assert [c.run_name for c in trained] == [f"{ctx.study_name}-t0", f"{ctx.study_name}-t1"]
     assert first.user_attrs["run_dir"] == str(tmp_path / "runs" / "setnet-digits" / f"{ctx.study_name}-t0")
+
+
+def test_a_regression_trial_minimises_val_mae_and_keeps_its_test_mae_and_rmse(tmp_path, monkeypatch):
+    import optuna
+
+    from pipelines import train as train_module
+
+    table = write_regression_table(tmp_path / "shapes.parquet")
+    ctx = _context(tmp_path, "space: {train.loss: [mse, huber]}", "own_regression.yaml", f"data.path={table}")
+    assert (ctx.sweep["objective"], ctx.sweep["direction"]) == ("val_mae", "minimize")
+    curves = [[0.5, 0.4, 0.3], [0.9, 0.8, 0.7]]  # the second trial's error is higher: worse
+    trained = []
+
+    def fake_train(cfg, callbacks=(), printer=print):
+        # What pipelines.train.train logs for a regression: loss and mae, val_loss, val_mae, val_rmse.
+        trained.append(cfg)
+        history = []
+        for epoch, value in enumerate(curves[len(trained) - 1]):
+            history.append({"loss": 2.0, "mae": 1.0, "val_loss": 2.0 * value, "val_mae": value, "val_rmse": 1.5})
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, history[-1])
+        return {"history": history, "test_loss": 0.2, "test_mae": 0.25, "test_rmse": 0.35, "test_accuracy": None,
+                "export_path": None}
+
+    monkeypatch.setattr(train_module, "train", fake_train)
+    study = optuna.create_study(direction=ctx.sweep["direction"],
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
+    lines = []
+    study.optimize(lambda t: sweep_trial.run_trial(ctx, t, "host|1@1.2", printer=lines.append), n_trials=2)
+    first, second = study.trials
+    assert first.state.name == "COMPLETE" and first.value == 0.3
+    assert first.intermediate_values == {1: 0.5, 2: 0.4, 3: 0.3}
+    assert second.state.name == "PRUNED" and second.intermediate_values == {1: 0.9}
+    assert any("trial 1 pruned: val_mae 0.9000 after epoch 1 is worse than the median" in line for line in lines)
+    assert (first.user_attrs["test_mae"], first.user_attrs["test_rmse"]) == (0.25, 0.35)
+    assert first.user_attrs["test_accuracy"] is None
+    summary = driver.summarize(ctx, study, finished=True)
+    assert summary == read_json(ctx.folder / "best_trial.json")
+    assert (summary["objective"], summary["direction"], summary["value"]) == ("val_mae", "minimize", 0.3)
+    assert (summary["test_mae"], summary["test_rmse"], summary["test_accuracy"]) == (0.25, 0.35, None)
+
+
+@pytest.mark.slow
+def test_a_real_regression_trial_reports_its_val_mae_every_epoch(tmp_path):
+    # The names the sweep accepts are the names training logs: one real (tiny) regression training.
+    import optuna
+
+    table = write_regression_table(tmp_path / "shapes.parquet", sets=24, points=12)
+    ctx = _context(tmp_path, "pruner: none\nspace: {train.loss: [huber]}", "own_regression.yaml",
+                   f"data.path={table}", f"data.data_dir={tmp_path / 'tfds'}", "data.num_points=12",
+                   "data.batch_size=4", "train.epochs=2", "train.steps_per_epoch=2", "train.xla=false",
+                   "export.enabled=false", "model.blocks=[{kind: linear, units: 8}]", "model.head=[8]")
+    study = optuna.create_study(direction=ctx.sweep["direction"])
+    study.optimize(lambda t: sweep_trial.run_trial(ctx, t, "host|1@1.2", printer=lambda *_: None), n_trials=1)
+    (done,) = study.trials
+    history = read_json(pathlib.Path(done.user_attrs["run_dir"]) / "history.json")["epochs"]
+    assert done.state.name == "COMPLETE" and done.value == min(h["val_mae"] for h in history)
+    assert sorted(done.intermediate_values) == [1, 2]
+    assert {"loss", "mae", "val_loss", "val_mae", "val_rmse"} <= set(history[0])
+    assert done.user_attrs["test_mae"] > 0 and done.user_attrs["test_rmse"] >= done.user_attrs["test_mae"]
 
 
 def test_a_retry_of_a_trial_that_finished_after_all_reuses_its_result(tmp_path, monkeypatch):
