@@ -1,7 +1,8 @@
 """The sweep file and its search space: what `make sweep` reads before any trial runs.
 
 `load_sweep` checks a sweep file against the base config (each problem one line naming the file
-and the key) and fills in its defaults; `suggest`, `make_sampler` and `make_pruner` turn the
+and the key) and fills in its defaults, the objective by the data's task (`dataset_task`:
+`val_accuracy` for a classification, `val_mae` for a regression); `suggest`, `make_sampler` and `make_pruner` turn the
 checked file into Optuna's terms; `grid_values` and `grid_size` count a grid.
 
 Example::
