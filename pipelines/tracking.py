@@ -1,4 +1,4 @@
-"""MLflow tracking that never stops training and never loses a record.
+"""MLflow tracking that never loses a record, and a store lost mid-run never stops training.
 
 Every record (params, tags, metrics, artifacts, the final status) goes into a
 queue first and is sent from there. When the tracking server cannot be reached
@@ -12,7 +12,13 @@ between the checkpoint and the upload) are sent again, and only those.
 
 Tracking URI: ``mlflow.tracking_uri`` from the config, else
 ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<runs_dir>/mlflow.db`` with
-artifacts under ``<runs_dir>/mlartifacts`` (MLflow 3 has no file:// store).
+artifacts under ``<runs_dir>/mlartifacts``. A ``file:`` URI (or a plain folder)
+is MLflow's file store, kept by MLflow 3 in maintenance mode; it works.
+
+Outages are for after the start: `pipelines.tracking_store.check_store` runs
+before a training prepares or writes anything, and a store that cannot work (a
+server that does not answer, a scheme MLflow does not know, a database that
+cannot be created or opened, a missing driver) stops it with one line.
 """
 
 from __future__ import annotations
@@ -23,15 +29,15 @@ import pathlib
 import time
 from typing import Any, Callable
 
-# A dead server must cost seconds per flush, not MLflow's default minutes of retries; set before
-# mlflow reads them, and only where the user has not chosen otherwise.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+from pipelines.tracking_store import error_line, open_client, safe_uri
 
 STATE_FILE = "mlflow.json"
 PENDING_FILE = "mlflow_pending.json"
 MAX_PARAM_LENGTH = 6000
+
+
+class RunFolderError(ValueError):
+    """A run folder's tracking file cannot be read; the message names it and what to do."""
 
 
 def resolve_tracking_uri(configured: str | None, runs_dir: str | pathlib.Path) -> str:
@@ -42,6 +48,15 @@ def resolve_tracking_uri(configured: str | None, runs_dir: str | pathlib.Path) -
     if env:
         return env
     return f"sqlite:///{pathlib.Path(runs_dir).resolve() / 'mlflow.db'}"
+
+
+def uri_origin(configured: str | None) -> str:
+    """Where `resolve_tracking_uri` took the URI from, in the words a message uses."""
+    if configured:
+        return "mlflow.tracking_uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return "$MLFLOW_TRACKING_URI"
+    return "the embedded store of runs_dir"
 
 
 def local_artifact_root(uri: str, runs_dir: str | pathlib.Path) -> str | None:
@@ -120,14 +135,12 @@ class Tracker:
         if state and state.get("tracking_uri") == tracking_uri:
             self.run_id = state.get("run_id")
         elif state:
-            self.print(f"MLflow: this run was tracked at {state.get('tracking_uri')}; now logging to "
-                       f"{tracking_uri}, so a new MLflow run is started there (with the full history)")
+            self.print(f"MLflow: this run was tracked at {safe_uri(str(state.get('tracking_uri')))}; now logging "
+                       f"to {safe_uri(tracking_uri)}, so a new MLflow run is started there (with the full history)")
         pending = self._read(PENDING_FILE)
         if pending:
             self.queue.extend(pending.get("records", []))
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = open_client(tracking_uri)
 
     # ---- persistence
 
@@ -276,8 +289,8 @@ class Tracker:
                 sent += 1
         except Exception as e:  # the store is away (connection, timeout, 5xx): keep the records, keep training
             if not self.offline:
-                self.print(f"MLflow: cannot reach the tracking store at {self.uri} "
-                           f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
+                self.print(f"MLflow: cannot reach the tracking store at {safe_uri(self.uri)} "
+                           f"({type(e).__name__}: {error_line(e, self.uri)}); "
                            f"training goes on, and {len(self.queue)} record(s) are kept in "
                            f"{self.run_dir / PENDING_FILE} until it is back")
             self.offline = True
@@ -294,7 +307,7 @@ class Tracker:
         self.terminate(status)
         ok = self.flush()
         if not ok:
-            self.print(f"MLflow: the tracking store at {self.uri} is still unreachable. Nothing is lost: "
+            self.print(f"MLflow: the tracking store at {safe_uri(self.uri)} is still unreachable. Nothing is lost: "
                        f"metrics are in {self.run_dir / 'history.json'}, the unsent records in "
                        f"{self.run_dir / PENDING_FILE}; send them later with "
                        f"`python -m pipelines.train --sync {self.run_dir}`")
@@ -345,7 +358,7 @@ def sync(run_dir: str | pathlib.Path, printer: Callable[[str], None] = print, tr
     queued = len(tracker.queue)
     ok = tracker.flush()
     printer(f"{run_dir}: {f'sent {queued} pending record(s)' if ok else 'the store is still unreachable; records kept'}"
-            f" ({uri})")
+            f" ({safe_uri(uri)})")
     return ok
 
 
@@ -355,5 +368,5 @@ def _load(path: pathlib.Path):
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); it was written by an interrupted process? "
-                         f"Move it aside and run --sync again") from None
+        raise RunFolderError(f"{path} is not valid JSON ({e}); it was written by an interrupted process? "
+                             f"Move it aside and run --sync again") from None

@@ -162,3 +162,27 @@ def test_store_back_mid_run_gets_the_backlog_in_order_and_refusals_do_not_block(
     assert any("refused a metrics record" in n and "bad*name" in n for n in notes), notes
     history = MlflowClient(uri).get_metric_history(t.run_id, "loss")
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]
+
+
+def test_a_file_store_takes_every_kind_of_record(tmp_path):
+    # MLflow 3 keeps its file store in maintenance mode and refuses it by default; a file: URI
+    # works all the same: params, metrics, artifacts, a registered version, the final status.
+    from mlflow import MlflowClient
+
+    uri = (tmp_path / "mlruns").as_uri()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "export" / "1").mkdir(parents=True)
+    (run_dir / "export" / "1" / "saved_model.pb").write_bytes(b"")
+    t = Tracker(uri, "exp", "r1", run_dir, artifact_root=local_artifact_root(uri, tmp_path), printer=print)
+    t.log_params({"train.epochs": 1})
+    t.log_metrics({"loss": 0.5}, step=1)
+    t.log_artifact(run_dir / "export" / "1", "export/1")
+    t.register_model("setnet-file-store", "export/1", {"invariance.passed": "True"})
+    assert t.finish() and not (run_dir / PENDING_FILE).exists()
+    client = MlflowClient(uri)
+    run = client.get_run(t.run_id)
+    assert run.info.status == "FINISHED" and run.data.params == {"train.epochs": "1"}
+    assert run.data.metrics["loss"] == 0.5 and run.data.tags["registry.version"] == "1"
+    assert [f.path for f in client.list_artifacts(t.run_id, "export/1")] == ["export/1/saved_model.pb"]
+    assert client.get_model_version("setnet-file-store", "1").tags["invariance.passed"] == "True"

@@ -15,8 +15,8 @@ MLflow run; a finished one is left alone and a new run (``-2``, ``-3``...) start
 (`pipelines.loop`), its callbacks (`pipelines.callbacks`), MLflow (`pipelines.tracking`) and the
 test, plots and export at the end (`pipelines.finish`).
 
-Exit codes: 0 done; 2 bad config, missing data, impossible strategy, or workers that restored
-different checkpoints; 75 a worker of a multi-worker job was lost (restart them all to resume);
+Exit codes: 0 done; 2 bad config, missing data, impossible strategy, an MLflow store that cannot
+be used at start-up, or workers that restored different checkpoints; 75 a worker of a multi-worker job was lost (restart them all to resume);
 130 Ctrl-C and 143 SIGTERM, each after writing a checkpoint. See docs/training.md.
 """
 
@@ -93,6 +93,8 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         pipelines.checkpointing.Stopped: SIGTERM or Ctrl-C; the job checkpoint was written first.
         pipelines.checkpointing.WorkerLostError: another worker of the job went away.
         pipelines.checkpointing.CheckpointMismatchError: the workers restored different checkpoints.
+        pipelines.tracking_store.TrackingStoreError: with ``mlflow.enabled``, the tracking store cannot
+            be used at start-up (raised before any data is prepared or anything written).
     """
     import keras
     import tensorflow as tf
@@ -105,6 +107,14 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
     strategy = distribute.make_strategy(tcfg.strategy)
     task = distribute.task(strategy)
     say = printer if task.chief else (lambda *_: None)
+    uri = None
+    if cfg.mlflow.enabled and task.chief:
+        from pipelines import tracking, tracking_store
+
+        uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, cfg.runs_dir)
+        # Before any data is prepared or anything written: a store that cannot work stops the job in
+        # one line now rather than leaving a whole run's records to --sync later.
+        tracking_store.check_store(uri, cfg.experiment, origin=tracking.uri_origin(cfg.mlflow.tracking_uri))
 
     # The data first, before any seed is set: preparing a dataset draws from the global generators
     # (TFDS names its temporary folder with Python's `random`), which shifted a first run's weights
@@ -176,10 +186,7 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         f"run folder {run_dir}")
 
     tracker, checkout = None, None
-    if cfg.mlflow.enabled and task.chief:
-        from pipelines import tracking
-
-        uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, cfg.runs_dir)
+    if uri is not None:
         tracker = tracking.Tracker(uri, cfg.experiment, run_dir.name, run_dir,
                                    artifact_root=tracking.local_artifact_root(uri, cfg.runs_dir), printer=say)
         # Read once: the registered version must name the commit its run names, even if HEAD moves.
@@ -195,7 +202,7 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         tracker.log_artifact(run_dir / "config.yaml", "config")
         tracker.flush()
         if tracker.run_id:
-            say(f"MLflow: run {tracker.run_id} in experiment {cfg.experiment!r} at {uri}")
+            say(f"MLflow: run {tracker.run_id} in experiment {cfg.experiment!r} at {tracking_store.safe_uri(uri)}")
 
     objective = make_objective(cfg, info)
     trainer = loop.Trainer(model, optimizer, strategy, xla=tcfg.xla, label_smoothing=tcfg.label_smoothing,
@@ -276,9 +283,14 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     if args.sync:
-        from pipelines.tracking import sync
+        from pipelines.tracking import RunFolderError, sync
+        from pipelines.tracking_store import TrackingStoreError
 
-        return 0 if sync(args.sync) else 1
+        try:
+            return 0 if sync(args.sync) else 1
+        except (RunFolderError, TrackingStoreError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     overrides = [o for group in args.overrides for o in group]
     if args.fresh:
         overrides.append("train.resume=never")
@@ -294,10 +306,12 @@ def main(argv=None) -> int:
                                          WorkerLostError)
     from pipelines.datasets import DataFormatError, DataNotFoundError
     from pipelines.distribute import StrategyError
+    from pipelines.tracking_store import TrackingStoreError
 
     try:
         train(cfg)
-    except (DataNotFoundError, DataFormatError, StrategyError, ConfigError, CheckpointMismatchError) as e:
+    except (DataNotFoundError, DataFormatError, StrategyError, ConfigError, CheckpointMismatchError,
+            TrackingStoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except WorkerLostError as e:

@@ -1,0 +1,255 @@
+"""Opening the MLflow tracking store, and the start-up check that turns every way it can fail into
+one line: the store (secrets hidden), what is wrong, what to do.
+
+`pipelines.train.train` runs `check_store` before it prepares data or writes anything; the
+`pipelines.tracking.Tracker` opens its client with `open_client`. A store that goes away later is
+not an error: the Tracker keeps the records and training goes on.
+
+Example:
+
+    import tempfile
+    from pipelines.tracking_store import TrackingStoreError, check_store
+
+    check_store(f"sqlite:///{tempfile.mkdtemp()}/mlflow.db", "demo")   # fine: no exception
+    try:
+        check_store("http://127.0.0.1:9", "demo")
+    except TrackingStoreError as e:
+        print(e)   # MLflow tracking store http://127.0.0.1:9: does not answer (connection refused); ...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import re
+from urllib.parse import urlsplit
+
+# A dead server must cost seconds per flush, not MLflow's default minutes of retries; set before
+# mlflow reads them, and only where the user has not chosen otherwise.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# MLflow 3 refuses its file store (file: URIs, plain folders) unless this is set, although the store
+# still works; whoever names a file: URI asks for it. An explicit MLFLOW_ALLOW_FILE_STORE=false wins.
+os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
+
+class TrackingStoreError(Exception):
+    """The MLflow store cannot be used at all; the message is one line: the store (secrets hidden),
+    what is wrong and what to do."""
+
+
+_SECRET_QUERY = re.compile(r"pass|secret|token|key|auth|credential", re.IGNORECASE)
+
+
+def safe_uri(uri: str) -> str:
+    """``uri`` with its password and secret-looking query values replaced by ``***``.
+
+    Example:
+
+        assert safe_uri("postgresql://me:pw@db/mlflow") == "postgresql://me:***@db/mlflow"
+        assert safe_uri("https://host/mlflow?token=abc&x=1") == "https://host/mlflow?token=***&x=1"
+    """
+    try:
+        parts = urlsplit(uri)
+    except ValueError:  # not parseable as a URL: show nothing after the scheme
+        return uri.split("://", 1)[0] + "://***" if "://" in uri else "***"
+    # Replaced in the text itself: rebuilding it from the parts would change sqlite:////abs paths.
+    out = uri
+    if parts.password:
+        out = out.replace(f":{parts.password}@", ":***@", 1)
+    if parts.query:
+        pairs = [f"{pair.split('=', 1)[0]}=***" if "=" in pair and _SECRET_QUERY.search(pair.split("=", 1)[0])
+                 else pair for pair in parts.query.split("&")]
+        out = out.replace("?" + parts.query, "?" + "&".join(pairs), 1)
+    return out
+
+
+def _hide(text: str, uri: str) -> str:
+    """An error message with the URI's secrets hidden wherever MLflow quoted them."""
+    text = text.replace(uri, safe_uri(uri))
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        password = None
+    return text.replace(f":{password}@", ":***@") if password else text
+
+
+def error_line(error: BaseException, uri: str, limit: int = 200) -> str:
+    """The first line of an error's message, the URI's secrets hidden, at most ``limit`` characters."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    text = _hide(text, uri)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _is_server(uri: str) -> bool:
+    return uri.split(":", 1)[0].lower() in ("http", "https", "databricks", "databricks-uc", "uc")
+
+
+_NO_TRACKING = "or train without tracking: --set mlflow.enabled=false"
+
+
+def _sqlite_path(uri: str) -> pathlib.Path | None:
+    """The database file of a ``sqlite:///`` URI (relative to the working folder, as SQLAlchemy
+    reads it), or None for an in-memory one."""
+    raw = uri[len("sqlite:///"):].split("?", 1)[0]
+    return None if raw in ("", ":memory:") else pathlib.Path(raw)
+
+
+def _check_sqlite(uri: str, where: str) -> None:
+    """An SQLite store can be created or opened for writing, checked without creating anything:
+    MLflow itself would create the folders, then retry a database it cannot open for minutes."""
+    import sqlite3
+    import tempfile
+
+    path = _sqlite_path(uri)
+    if path is None:
+        return
+    fix = (f"choose a writable place for it: --set runs_dir=DIR (the embedded store goes there) or "
+           f"mlflow.tracking_uri=sqlite:///DIR/mlflow.db, {_NO_TRACKING}")
+    if path.is_dir():
+        raise TrackingStoreError(f"{where}: {path} is a folder, not a database file; {fix}")
+    if path.exists():
+        db = None
+        try:
+            db = sqlite3.connect(path.resolve().as_uri() + "?mode=rw", uri=True, isolation_level=None)
+            db.execute("PRAGMA schema_version")  # fails on a file that is not an SQLite database
+            db.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only file
+            db.execute("ROLLBACK")
+        except sqlite3.Error as e:
+            raise TrackingStoreError(f"{where}: cannot open {path} for writing ({e}); {fix}") from None
+        finally:
+            if db is not None:
+                db.close()
+        return
+    folder = path.parent.resolve()
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise TrackingStoreError(f"{where}: {existing} is a file, not a folder, so {path} cannot be created; {fix}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".setnet-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise TrackingStoreError(f"{where}: cannot create {path}: {existing} is not writable "
+                                 f"({e.strerror or e}); {fix}") from None
+
+
+def _where(uri: str, origin: str | None) -> str:
+    return f"MLflow tracking store {safe_uri(uri)}" + (f" (from {origin})" if origin else "")
+
+
+def open_client(uri: str, origin: str | None = None):
+    """An ``MlflowClient`` for ``uri``, or `TrackingStoreError` when MLflow cannot open the store
+    (unknown scheme, missing database driver, a local store that cannot be created). Servers are
+    not contacted here.
+
+    Args:
+        uri: the tracking URI.
+        origin: where it came from (`uri_origin`), for the message; None: not said.
+
+    Example:
+
+        import tempfile
+        client = open_client(f"sqlite:///{tempfile.mkdtemp()}/mlflow.db")
+        print(client.search_experiments())   # the Default experiment
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    where = _where(uri, origin)
+    if uri.startswith("sqlite:///"):
+        _check_sqlite(uri, where)
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except ImportError as e:
+        raise TrackingStoreError(
+            f"{where}: needs the Python module {e.name or str(e)!r}, which is not installed; install it, "
+            f"or use an MLflow server (--set mlflow.tracking_uri=http://HOST:PORT) or "
+            f"sqlite:///PATH/mlflow.db, {_NO_TRACKING}") from None
+    except MlflowException as e:
+        if "Unsupported" in type(e).__name__ or "unsupported URI" in str(e):
+            scheme = uri.split("://", 1)[0] if "://" in uri else uri.split(":", 1)[0]
+            raise TrackingStoreError(
+                f"{where}: MLflow has no store for the scheme {scheme!r}; use http(s)://HOST:PORT (an MLflow "
+                f"server), sqlite:///PATH/mlflow.db or file:///FOLDER, {_NO_TRACKING}") from None
+        if "MLFLOW_ALLOW_FILE_STORE" in str(e):
+            raise TrackingStoreError(
+                f"{where}: MLflow's file store is switched off (MLFLOW_ALLOW_FILE_STORE="
+                f"{os.environ.get('MLFLOW_ALLOW_FILE_STORE')}); unset it, or use sqlite:///PATH/mlflow.db, "
+                f"{_NO_TRACKING}") from None
+        raise TrackingStoreError(f"{where}: MLflow cannot open it ({error_line(e, uri)}); check the URI, "
+                                 f"{_NO_TRACKING}") from None
+    except Exception as e:  # OSError, SQLAlchemy errors: whatever opening the store ran into
+        raise TrackingStoreError(f"{where}: MLflow cannot open it ({type(e).__name__}: {error_line(e, uri)}); "
+                                 f"check the URI, {_NO_TRACKING}") from None
+
+
+def _unreachable_reason(error: Exception, uri: str) -> str:
+    """'connection refused', 'name or service not known', 'read timed out'... from a requests error
+    wrapped in MLflow's message, else its first line."""
+    text = str(error)
+    found = re.search(r"\[Errno -?\d+\] ([^'\"\)\]]+)", text) or re.search(r"(Read timed out|timed out)", text)
+    return found.group(1).strip().lower() if found else error_line(error, uri)
+
+
+def _http_status(error: Exception) -> int | None:
+    """The HTTP status a server answered with, from MLflow's exception, or None when none came."""
+    from mlflow.exceptions import RestException
+
+    if isinstance(error, RestException):
+        return error.get_http_status_code()
+    found = re.search(r"error code (\d{3}) != 200|too many (\d{3}) error responses", str(error))
+    return int(found.group(1) or found.group(2)) if found else None
+
+
+def check_store(uri: str, experiment: str, origin: str | None = None) -> None:
+    """Start-up check: the store opens and answers (the first request a training makes), or
+    `TrackingStoreError` says in one line what is wrong and what to do. Later outages are the
+    `Tracker`'s: it keeps the records and training goes on.
+
+    Args:
+        uri: the tracking URI (`resolve_tracking_uri`).
+        experiment: the experiment the run will log to (looked up, not created).
+        origin: where the URI came from (`uri_origin`); None: not said.
+
+    Example:
+
+        import tempfile
+        check_store(f"sqlite:///{tempfile.mkdtemp()}/mlflow.db", "demo")   # fine: no exception
+        try:
+            check_store("http://127.0.0.1:9", "demo")
+        except TrackingStoreError as e:
+            print(e)   # ... does not answer (connection refused); start the server, ...
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = open_client(uri, origin)
+    where = _where(uri, origin)
+    # urllib3 logs each retry of a refused connection as a warning; the error below says it in one line.
+    retries = logging.getLogger("urllib3.connectionpool")
+    level = retries.level
+    retries.setLevel(logging.ERROR)
+    try:
+        client.get_experiment_by_name(experiment)
+    except Exception as e:
+        status = _http_status(e)
+        if status in (401, 403):
+            raise TrackingStoreError(
+                f"{where}: refused access (HTTP {status}); give it credentials ($MLFLOW_TRACKING_USERNAME and "
+                f"$MLFLOW_TRACKING_PASSWORD, or $MLFLOW_TRACKING_TOKEN), {_NO_TRACKING}") from None
+        if status is not None or "not in a valid JSON format" in str(e):
+            answer = f"HTTP {status}" if status is not None else "a page that is not JSON"
+            raise TrackingStoreError(
+                f"{where}: answers with {answer}, not with MLflow's API; check that an MLflow tracking server "
+                f"runs there (and its log), point --set mlflow.tracking_uri=URI at one, {_NO_TRACKING}") from None
+        if _is_server(uri) and isinstance(e, MlflowException):
+            raise TrackingStoreError(
+                f"{where}: does not answer ({_unreachable_reason(e, uri)}); start the server, or point "
+                f"--set mlflow.tracking_uri=URI at a running one (sqlite:///PATH/mlflow.db needs no server), "
+                f"{_NO_TRACKING}") from None
+        raise TrackingStoreError(f"{where}: cannot be read ({type(e).__name__}: {error_line(e, uri)}); "
+                                 f"check the URI, {_NO_TRACKING}") from None
+    finally:
+        retries.setLevel(level)
