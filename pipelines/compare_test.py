@@ -24,3 +24,20 @@ def test_a_classification_table_is_unchanged_and_a_mixed_one_shows_both():
                           _row("r1", "regression", test_mae=0.3, test_rmse=0.41)]).splitlines()
     assert "test acc" in mixed[0] and "test mae" in mixed[0]
     assert "0.41" in mixed[3] and mixed[3].split().count("-") >= 2  # the regressor has no accuracy
+
+
+def test_the_cli_reports_a_sweep_with_parent_and_bad_input_is_one_line(tmp_path, capsys, monkeypatch):
+    from mlflow import MlflowClient
+
+    from pipelines.compare import main
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert main(["--parent", "some-study", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: no MLflow store at {tmp_path / 'mlflow.db'}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=uri).create_experiment("e")  # a store with no sweep in it
+    capsys.readouterr()  # MLflow's log of creating its tables
+    assert main(["--parent", "some-study", "--tracking-uri", uri]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: no sweep 'some-study' in this tracking store (sweeps: none)")

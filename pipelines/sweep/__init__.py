@@ -8,4 +8,6 @@
 - `pipelines.sweep.trial`: one trial process: its config, child run, training and objective.
 - `pipelines.sweep.driver`: the sweep command: parent run, trial processes, best trial.
 - `pipelines.sweep.__main__`: the command line.
+- `pipelines.sweep.report`: a finished or running sweep's report, read through MLflow
+  (``make compare PARENT=<study>``).
 """

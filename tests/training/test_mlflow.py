@@ -223,7 +223,8 @@ def test_compare_reads_the_experiment_through_mlflow(tracked, tmp_path):
 
 
 def test_compare_errors_name_what_exists(tracked, tmp_path, capsys, monkeypatch):
-    from pipelines.compare import CompareError, main, server_command, store_uri
+    from pipelines.compare import main, server_command
+    from pipelines.compare_store import CompareError, store_uri
 
     assert main(["--experiment", "no-such-experiment", "--tracking-uri", tracked["uri"]]) == 2
     err = capsys.readouterr().err

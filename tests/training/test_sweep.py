@@ -153,7 +153,7 @@ def test_a_killed_sweep_resumes_without_losing_or_duplicating_a_trial(swept):
 def test_compare_logs_the_sweeps_table_and_plots_to_the_parent(swept, tmp_path):
     from mlflow import MlflowClient
 
-    from pipelines.compare import compare_sweep
+    from pipelines.sweep.report import compare_sweep
 
     lines = []
     got = compare_sweep(STUDY, EXPERIMENT, tracking_uri=swept["uri"], out=tmp_path, printer=lines.append)

@@ -4,7 +4,7 @@ MAE and RMSE for a regression. (Against a real MLflow server: tests/training/tes
 import json
 from types import SimpleNamespace
 
-from pipelines.compare import format_trials, sweep_trials
+from pipelines.sweep.report import format_trials, sweep_trials
 
 
 class _Client:
