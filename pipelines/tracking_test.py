@@ -5,6 +5,7 @@ The end-to-end checks (training against a real `mlflow server`, killing it mid-r
 """
 
 import json
+import os
 import socket
 
 import pytest
@@ -164,12 +165,14 @@ def test_store_back_mid_run_gets_the_backlog_in_order_and_refusals_do_not_block(
     assert [(m.step, m.value) for m in sorted(history, key=lambda m: m.step)] == [(1, 4.0), (2, 3.0), (3, 2.0), (4, 1.0)]
 
 
-def test_a_file_store_takes_every_kind_of_record(tmp_path):
+def test_a_file_store_takes_every_kind_of_record(tmp_path, monkeypatch):
     # MLflow 3 keeps its file store in maintenance mode and refuses it by default; a file: URI
     # works all the same: params, metrics, artifacts, a registered version, the final status.
     from mlflow import MlflowClient
 
-    uri = (tmp_path / "mlruns").as_uri()
+    monkeypatch.chdir(tmp_path)  # where MLflow's file registry would create a stray mlflow.db
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    uri = (tmp_path / "store").as_uri()  # not ./mlruns, which MLflow would take for its default store
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "export" / "1").mkdir(parents=True)
@@ -180,6 +183,8 @@ def test_a_file_store_takes_every_kind_of_record(tmp_path):
     t.log_artifact(run_dir / "export" / "1", "export/1")
     t.register_model("setnet-file-store", "export/1", {"invariance.passed": "True"})
     assert t.finish() and not (run_dir / PENDING_FILE).exists()
+    assert not (tmp_path / "mlflow.db").exists() and "MLFLOW_TRACKING_URI" not in os.environ
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the file registry's reads need it too (see above)
     client = MlflowClient(uri)
     run = client.get_run(t.run_id)
     assert run.info.status == "FINISHED" and run.data.params == {"train.epochs": "1"}
