@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 from pipelines.compare_store import DEFAULT_RUNS_DIR, CompareError, store_uri
 from pipelines.sweep.report import compare_sweep
 from pipelines.tracking import local_artifact_root
+from pipelines.tracking_store import error_line, safe_uri
 
 # Columns of the table: (header, row key, format). Rows are plain dicts, so `compare()` returns
 # the same figures the table shows.
@@ -216,9 +217,9 @@ def compare(experiment: str | None = None, *, tracking_uri: str | None = None,
         exp, _ = _experiment(client, experiment)
         rows, curves = collect(client, exp)
     except MlflowException as e:
-        raise CompareError(f"cannot read the tracking store at {uri}: {str(e).splitlines()[0][:300]}") from None
+        raise CompareError(f"cannot read the tracking store at {safe_uri(uri)}: {error_line(e, uri, 300)}") from None
     if not rows:
-        raise CompareError(f"experiment {exp.name!r} at {uri} has no runs (deleted runs are not shown)")
+        raise CompareError(f"experiment {exp.name!r} at {safe_uri(uri)} has no runs (deleted runs are not shown)")
     auto = differing_params(rows, exclude=extra_params)
     if len(auto) > MAX_AUTO_COLUMNS:
         printer(f"{len(auto)} config keys differ between these runs; showing {MAX_AUTO_COLUMNS} "
@@ -234,7 +235,8 @@ def compare(experiment: str | None = None, *, tracking_uri: str | None = None,
     metric = "mae" if rows and all(r.get("task") == "regression" for r in rows) else "accuracy"
     plots.comparison(rows, curves, png, title=f"{exp.name}: {len(rows)} run(s)", metric=metric)
     chosen = "" if experiment else " (the experiment with the latest run; pick another with EXPERIMENT=...)"
-    printer(f"experiment {exp.name!r}{chosen} at {uri}: {len(rows)} run(s)\n{table}\ncomparison plot: {png}")
+    printer(f"experiment {exp.name!r}{chosen} at {safe_uri(uri)}: {len(rows)} run(s)\n{table}\n"
+            f"comparison plot: {png}")
     return {"experiment": exp.name, "tracking_uri": uri, "rows": rows, "columns": columns, "table": table,
             "png": png}
 
@@ -252,8 +254,8 @@ def server_command(uri: str, runs_dir: str | pathlib.Path, host: str = "127.0.0.
     """``mlflow server`` (UI and REST API, one worker) on a database store; artifacts of runs logged
     through it go to ``<runs_dir>/mlartifacts``, next to those of the embedded store."""
     if uri.startswith(("http://", "https://", "databricks")):
-        raise CompareError(f"the tracking store is the server at {uri}: it already serves the MLflow UI, "
-                           f"open it in a browser")
+        raise CompareError(f"the tracking store is the server at {safe_uri(uri)}: it already serves the MLflow "
+                           f"UI, open it in a browser")
     artifacts = local_artifact_root(uri, runs_dir) or (pathlib.Path(runs_dir).resolve() / "mlartifacts").as_uri()
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
             "--artifacts-destination", artifacts, "--host", host, "--port", str(port), "--workers", "1"]
@@ -285,7 +287,7 @@ def main(argv=None) -> int:
         if args.ui:
             uri = store_uri(args.tracking_uri, args.runs_dir)
             command = server_command(uri, args.runs_dir, args.host, args.port)
-            print(f"MLflow UI on http://{args.host}:{args.port} for {uri} (Ctrl-C stops it)", flush=True)
+            print(f"MLflow UI on http://{args.host}:{args.port} for {safe_uri(uri)} (Ctrl-C stops it)", flush=True)
             os.execve(command[0], command, server_env())
         if args.parent:
             compare_sweep(args.parent, args.experiment, tracking_uri=args.tracking_uri, runs_dir=args.runs_dir,

@@ -41,3 +41,12 @@ def test_the_cli_reports_a_sweep_with_parent_and_bad_input_is_one_line(tmp_path,
     assert main(["--parent", "some-study", "--tracking-uri", uri]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: no sweep 'some-study' in this tracking store (sweeps: none)")
+
+
+def test_the_cli_never_shows_the_stores_password(capsys):
+    from pipelines.compare import main
+
+    assert main(["--ui", "--tracking-uri", "http://me:s3cret@tracking:5000/?token=t0ken"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the tracking store is the server at http://me:***@tracking:5000/?token=***: ")
+    assert "s3cret" not in err and "t0ken" not in err

@@ -40,6 +40,7 @@ import uuid
 from typing import Callable
 
 import pipelines  # noqa: F401  (its MLflow settings: telemetry off, before mlflow loads)
+from pipelines.tracking_store import error_line, safe_uri
 
 # Progress bars of artifact downloads would interleave with the one-line messages.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -91,14 +92,16 @@ def registered_model(client, uri: str, name: str):
                 names = sorted(m.name for m in client.search_registered_models()) or ["(none)"]
             except MlflowException:
                 names = ["?"]
-            raise PromoteError(f"the registry at {uri} has no registered model {name!r} (registered: "
+            raise PromoteError(f"the registry at {safe_uri(uri)} has no registered model {name!r} (registered: "
                                f"{', '.join(names)}); train with mlflow.registered_model={name} first") from None
         if isinstance(e, RestException):
-            raise PromoteError(f"the registry at {uri} refused the request: {_first_line(e)}") from None
-        raise PromoteError(f"cannot reach the registry at {uri}: {_first_line(e)}; start the tracking server "
-                           f"or pass --tracking-uri") from None
+            raise PromoteError(f"the registry at {safe_uri(uri)} refused the request: {error_line(e, uri, 300)}") \
+                from None
+        raise PromoteError(f"cannot reach the registry at {safe_uri(uri)}: {error_line(e, uri, 300)}; start the "
+                           f"tracking server or pass --tracking-uri") from None
     except Exception as e:  # connection errors that MLflow does not wrap
-        raise PromoteError(f"cannot reach the registry at {uri}: {type(e).__name__}: {_first_line(e)}") from None
+        raise PromoteError(f"cannot reach the registry at {safe_uri(uri)}: {type(e).__name__}: "
+                           f"{error_line(e, uri, 300)}") from None
 
 
 def model_version(client, name: str, version: int | str):
@@ -172,7 +175,7 @@ def materialise(client, uri: str, mv, base: pathlib.Path) -> tuple[int, bool]:
                                                                    tracking_uri=uri))
         except Exception as e:
             raise PromoteError(f"cannot download version {mv.version} of {mv.name!r} from {mv.source}: "
-                               f"{_first_line(e)}") from None
+                               f"{error_line(e, uri, 300)}") from None
         if not (got / "saved_model.pb").is_file():
             raise PromoteError(f"version {mv.version} of {mv.name!r} ({mv.source}) holds no saved_model.pb")
         (got / "assets.extra").mkdir(exist_ok=True)
@@ -349,8 +352,8 @@ def promote(name: str, version: int | None, alias: str, *, base_path, model_conf
                     history.append(int(mv.version))
                 client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
         except Exception as e:
-            raise PromoteError(f"cannot set alias {alias} of {name!r} in the registry at {uri}: "
-                               f"{_first_line(e)}") from None
+            raise PromoteError(f"cannot set alias {alias} of {name!r} in the registry at {safe_uri(uri)}: "
+                               f"{error_line(e, uri, 300)}") from None
     except BaseException:
         for folder in created:  # a refusal leaves the base path as it was
             shutil.rmtree(folder, ignore_errors=True)

@@ -103,7 +103,7 @@ def test_a_missing_models_config_is_created_with_the_base_path(store, tmp_path):
     (["--version", "9"], "registered model 'm' has no version 9 (versions: 1, 2, 3, 4)"),
     (["--version", "4"], "version 4 of 'm' cannot be served: its invariance check failed (max deviation 0.3)"),
     (["--model", "nope", "--version", "1"], "has no registered model 'nope' (registered: m"),
-    (["--version", "1", "--tracking-uri", "UNREACHABLE"], "cannot reach the registry at http://127.0.0.1:"),
+    (["--version", "1", "--tracking-uri", "UNREACHABLE"], "cannot reach the registry at http://me:***@127.0.0.1:"),
     (["--version", "1", "--model-config-file", "GARBAGE"], "not a readable TF Serving model config"),
 ])
 def test_refusals_are_one_line_exit_2_and_change_nothing(store, tmp_path, capsys, args, message):
@@ -114,7 +114,7 @@ def test_refusals_are_one_line_exit_2_and_change_nothing(store, tmp_path, capsys
     capsys.readouterr()
     garbage = tmp_path / "garbage.config"
     garbage.write_text("model_config_list { config { nme: 'x' } }")
-    args = [a.replace("UNREACHABLE", f"http://127.0.0.1:{free_port()}").replace("GARBAGE", str(garbage))
+    args = [a.replace("UNREACHABLE", f"http://me:s3cret@127.0.0.1:{free_port()}").replace("GARBAGE", str(garbage))
             for a in args]
     before = _tree(base, config, garbage)
     aliases = store["client"].get_registered_model("m").aliases
@@ -123,6 +123,7 @@ def test_refusals_are_one_line_exit_2_and_change_nothing(store, tmp_path, capsys
     assert pr.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert "s3cret" not in err
     assert _tree(base, config, garbage) == before
     assert store["client"].get_registered_model("m").aliases == aliases
 

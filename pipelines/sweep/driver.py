@@ -32,9 +32,10 @@ import yaml
 
 from pipelines.sweep.space import SweepError
 from pipelines.sweep.study import (IDENTITY_ATTR, PARENT_ATTR, STUDY_TAG, TRIAL_ATTR, WORKER_ATTR, Sweep,
-                                   safe_url, with_warnings_off)
+                                   with_warnings_off)
 from pipelines.sweep.trial import TEST_SCORES
 from pipelines.tracking import local_artifact_root, write_json
+from pipelines.tracking_store import error_line, safe_uri
 
 MAX_CONSECUTIVE_FAILURES = 3
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -60,7 +61,7 @@ def _parent_run(ctx: Sweep, study, say) -> str | None:
         say(f"sweep {ctx.study_name}: continuing parent MLflow run {run_id}")
     else:
         run = client.create_run(exp_id, run_name=f"sweep-{ctx.study_name}", tags={
-            STUDY_TAG: ctx.study_name, "sweep.role": "parent", "sweep.storage": safe_url(ctx.storage_url)})
+            STUDY_TAG: ctx.study_name, "sweep.role": "parent", "sweep.storage": safe_uri(ctx.storage_url)})
         run_id = run.info.run_id
         params = {"sweep.objective": ctx.sweep["objective"], "sweep.direction": ctx.sweep["direction"],
                   "sweep.sampler": ctx.sweep["sampler"], "sweep.seed": ctx.sweep["seed"],
@@ -76,7 +77,7 @@ def _parent_run(ctx: Sweep, study, say) -> str | None:
             base.write_text(yaml.safe_dump(ctx.base, sort_keys=False))
             client.log_artifact(run_id, str(base), "sweep")
         say(f"sweep {ctx.study_name}: parent MLflow run {run_id} in experiment {ctx.experiment!r} at "
-            f"{ctx.tracking_uri}")
+            f"{safe_uri(ctx.tracking_uri)}")
     client.set_tag(run_id, "sweep.trials", str(ctx.sweep["trials"]))
     study.set_user_attr(PARENT_ATTR, run_id)
     return run_id
@@ -170,14 +171,14 @@ def drive(ctx: Sweep, argv: list[str], printer: Callable[[str], None] = print) -
     if known is None:
         study.set_user_attr(IDENTITY_ATTR, ctx.identity)
     elif known != ctx.identity:
-        raise SweepError(f"study {ctx.study_name!r} in {safe_url(ctx.storage_url)} was started from another config, "
+        raise SweepError(f"study {ctx.study_name!r} in {safe_uri(ctx.storage_url)} was started from another config, "
                          f"sweep file or --set; run it with those again to resume it, or pass --study-name NEW "
                          f"to start a new sweep")
     try:
         ctx.parent_id = _parent_run(ctx, study, printer)
     except Exception as e:
-        raise SweepError(f"cannot reach the MLflow tracking store at {ctx.tracking_uri} "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); start it, or point "
+        raise SweepError(f"cannot reach the MLflow tracking store at {safe_uri(ctx.tracking_uri)} "
+                         f"({type(e).__name__}: {error_line(e, ctx.tracking_uri)}); start it, or point "
                          f"--set mlflow.tracking_uri=... / $MLFLOW_TRACKING_URI at a running one") from None
     target, parallel = ctx.sweep["trials"], ctx.args.parallel
     trials = study.get_trials(deepcopy=False)
@@ -187,7 +188,7 @@ def drive(ctx: Sweep, argv: list[str], printer: Callable[[str], None] = print) -
                 f"running; waiting {grace} s for their heartbeats, so that those of a killed sweep are retried")
         time.sleep(grace)
     printer(f"sweep {ctx.study_name}: {target} trial(s), {parallel} at a time, {ctx.sweep['sampler']} sampler, "
-            f"{ctx.sweep['direction']} {ctx.sweep['objective']}; study in {safe_url(ctx.storage_url)}; "
+            f"{ctx.sweep['direction']} {ctx.sweep['objective']}; study in {safe_uri(ctx.storage_url)}; "
             f"trial logs in {ctx.folder / 'logs'}")
     workers: dict[str, tuple[subprocess.Popen, Any]] = {}
     tokens: set[str] = set()

@@ -22,6 +22,7 @@ import pathlib
 from typing import Callable, Sequence
 
 from pipelines.compare_store import DEFAULT_RUNS_DIR, CompareError, store_uri
+from pipelines.tracking_store import error_line, safe_uri
 
 
 def find_parent(client, parent: str, experiment: str | None = None):
@@ -270,7 +271,7 @@ def compare_sweep(parent: str, experiment: str | None = None, *, tracking_uri: s
         run = find_parent(client, parent, experiment)
         trials, facts = sweep_trials(client, run)
     except MlflowException as e:
-        raise CompareError(f"cannot read the tracking store at {uri}: {str(e).splitlines()[0][:300]}") from None
+        raise CompareError(f"cannot read the tracking store at {safe_uri(uri)}: {error_line(e, uri, 300)}") from None
     if not trials:
         raise CompareError(f"sweep {facts['study']!r} (run {run.info.run_id}) has no trials yet")
     try:
@@ -289,8 +290,8 @@ def compare_sweep(parent: str, experiment: str | None = None, *, tracking_uri: s
     files += [out_dir / "trials.txt", out_dir / "trials.json"]
     for path in files:
         client.log_artifact(run.info.run_id, str(path), "compare")
-    lines = [f"sweep {facts['study']!r} (parent run {run.info.run_id}, experiment {exp_name!r}) at {uri}: "
-             f"{len(trials)} trial(s), {facts['direction']} {facts['objective']}", table]
+    lines = [f"sweep {facts['study']!r} (parent run {run.info.run_id}, experiment {exp_name!r}) at "
+             f"{safe_uri(uri)}: {len(trials)} trial(s), {facts['direction']} {facts['objective']}", table]
     if importances:
         lines.append("parameter importances: " + ", ".join(f"{k} {v:.2f}" for k, v in importances.items()))
     elif note:

@@ -8,9 +8,8 @@ command retries it.
 
 Example::
 
-    from pipelines.sweep.study import default_storage, safe_url
+    from pipelines.sweep.study import default_storage
     default_storage("runs")                                   # 'sqlite:////.../runs/optuna.db'
-    safe_url("postgresql://me:secret@db/optuna")              # 'postgresql://me:***@db/optuna'
 """
 
 from __future__ import annotations
@@ -62,17 +61,6 @@ def identity(config_text: str, sweep_text: str, overrides: list[str]) -> str:
     blob = json.dumps([config_text, sweep_text, sorted(overrides)])
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
 
-
-
-def safe_url(url: str) -> str:
-    """A storage URL without its password."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def with_warnings_off(fn, *args):
