@@ -12,7 +12,7 @@ runs show their own figures instead: best validation MAE, test MAE and RMSE,
 validation MAE per epoch and test MAE against throughput. With ``--parent`` it reports a sweep
 instead (`pipelines.sweep.report`). The store is the one training logs to: ``--tracking-uri``,
 else ``$MLFLOW_TRACKING_URI``, else the embedded ``sqlite:///<runs_dir>/mlflow.db``
-(`pipelines.compare_store`). See docs/tracking.md.
+(`pipelines.tracking_store.existing_store_uri`). See docs/tracking.md.
 """
 
 from __future__ import annotations
@@ -24,10 +24,17 @@ import statistics
 import sys
 from typing import Callable, Sequence
 
-from pipelines.compare_store import DEFAULT_RUNS_DIR, CompareError, store_uri
-from pipelines.sweep.report import compare_sweep
+from pipelines.config import Config
 from pipelines.tracking import local_artifact_root
-from pipelines.tracking_store import error_line, safe_uri
+from pipelines.tracking_store import TrackingStoreError, error_line, existing_store_uri, safe_uri
+
+DEFAULT_RUNS_DIR = Config.runs_dir  # the config's default (a dataclass field's class attribute)
+
+
+class CompareError(Exception):
+    """What was wrong (no such experiment or sweep, no runs) and what to do instead; raised by both
+    reports (`compare`, `pipelines.sweep.report.compare_sweep`), one line and exit code 2 in the CLI."""
+
 
 # Columns of the table: (header, row key, format). Rows are plain dicts, so `compare()` returns
 # the same figures the table shows.
@@ -198,8 +205,9 @@ def compare(experiment: str | None = None, *, tracking_uri: str | None = None,
         ``table`` (the text) and ``png`` (path).
 
     Raises:
-        CompareError: no store, no such experiment (the message lists those that exist), no runs, or
-            the store cannot be reached.
+        TrackingStoreError: the embedded store does not exist.
+        CompareError: no such experiment (the message lists those that exist), no runs, or the store
+            cannot be reached.
 
     Example::
 
@@ -211,7 +219,7 @@ def compare(experiment: str | None = None, *, tracking_uri: str | None = None,
 
     from pipelines import plots
 
-    uri = store_uri(tracking_uri, runs_dir)
+    uri = existing_store_uri(tracking_uri, runs_dir)
     client = MlflowClient(tracking_uri=uri)
     try:
         exp, _ = _experiment(client, experiment)
@@ -285,17 +293,20 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.ui:
-            uri = store_uri(args.tracking_uri, args.runs_dir)
+            uri = existing_store_uri(args.tracking_uri, args.runs_dir)
             command = server_command(uri, args.runs_dir, args.host, args.port)
             print(f"MLflow UI on http://{args.host}:{args.port} for {safe_uri(uri)} (Ctrl-C stops it)", flush=True)
             os.execve(command[0], command, server_env())
         if args.parent:
+            # Here, not at the top: the sweep report imports CompareError from this module.
+            from pipelines.sweep.report import compare_sweep
+
             compare_sweep(args.parent, args.experiment, tracking_uri=args.tracking_uri, runs_dir=args.runs_dir,
                           out=args.out)
         else:
             compare(args.experiment, tracking_uri=args.tracking_uri, runs_dir=args.runs_dir, out=args.out,
                     extra_params=args.params)
-    except CompareError as e:
+    except (CompareError, TrackingStoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

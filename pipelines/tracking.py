@@ -10,8 +10,8 @@ server is still away says so and leaves the queue on disk, to be sent with
 resume, epochs present in the local history but missing from MLflow (a kill
 between the checkpoint and the upload) are sent again, and only those.
 
-Tracking URI: ``mlflow.tracking_uri`` from the config, else
-``$MLFLOW_TRACKING_URI``, else ``sqlite:///<runs_dir>/mlflow.db`` with
+Tracking URI (`pipelines.tracking_store.resolve_tracking_uri`): ``mlflow.tracking_uri``
+from the config, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<runs_dir>/mlflow.db`` with
 artifacts under ``<runs_dir>/mlartifacts``. A ``file:`` URI (or a plain folder)
 is MLflow's file store, kept by MLflow 3 in maintenance mode; it works.
 
@@ -39,25 +39,6 @@ MAX_PARAM_LENGTH = 6000
 
 class RunFolderError(ValueError):
     """A run folder's tracking file cannot be read; the message names it and what to do."""
-
-
-def resolve_tracking_uri(configured: str | None, runs_dir: str | pathlib.Path) -> str:
-    """Config value, else $MLFLOW_TRACKING_URI, else the embedded SQLite store in ``runs_dir``."""
-    if configured:
-        return configured
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    return f"sqlite:///{pathlib.Path(runs_dir).resolve() / 'mlflow.db'}"
-
-
-def uri_origin(configured: str | None) -> str:
-    """Where `resolve_tracking_uri` took the URI from, in the words a message uses."""
-    if configured:
-        return "mlflow.tracking_uri"
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return "$MLFLOW_TRACKING_URI"
-    return "the embedded store of runs_dir"
 
 
 def local_artifact_root(uri: str, runs_dir: str | pathlib.Path) -> str | None:
@@ -113,7 +94,7 @@ class Tracker:
     """Queued, resumable logging to one MLflow run.
 
     Args:
-        tracking_uri: MLflow tracking URI (see `resolve_tracking_uri`).
+        tracking_uri: MLflow tracking URI (see `pipelines.tracking_store.resolve_tracking_uri`).
         experiment: experiment name (created when missing).
         run_name: MLflow run name.
         run_dir: the run's local folder (state and pending queue live here).
@@ -125,6 +106,7 @@ class Tracker:
     Example (an embedded store in a temporary folder)::
 
         import tempfile
+        from pipelines.tracking_store import resolve_tracking_uri
         d = tempfile.mkdtemp()
         tracker = Tracker(resolve_tracking_uri(None, d), "demo", "run-1", d,
                           artifact_root=local_artifact_root(resolve_tracking_uri(None, d), d))

@@ -1,9 +1,12 @@
-"""Opening the MLflow tracking store, and the start-up check that turns every way it can fail into
-one line: the store (secrets hidden), what is wrong, what to do.
+"""The MLflow tracking store: which one (`resolve_tracking_uri`), shown with its secrets hidden
+(`safe_uri`), opened, and the start-up check that turns every way it can fail into one line: the
+store, what is wrong, what to do.
 
 `pipelines.train.train` runs `check_store` before it prepares data or writes anything; the
 `pipelines.tracking.Tracker` opens its client with `open_client`. A store that goes away later is
-not an error: the Tracker keeps the records and training goes on.
+not an error: the Tracker keeps the records and training goes on. The commands that only read a
+store (``make compare``, ``make promote``) take it from `existing_store_uri`, which refuses an
+embedded store that was never created instead of creating an empty one.
 
 Example:
 
@@ -38,6 +41,31 @@ os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 class TrackingStoreError(Exception):
     """The MLflow store cannot be used at all; the message is one line: the store (secrets hidden),
     what is wrong and what to do."""
+
+
+def resolve_tracking_uri(configured: str | None, runs_dir: str | pathlib.Path) -> str:
+    """Config value, else $MLFLOW_TRACKING_URI, else the embedded SQLite store in ``runs_dir``.
+
+    Example:
+
+        resolve_tracking_uri("http://127.0.0.1:5000", "runs")   # 'http://127.0.0.1:5000'
+        resolve_tracking_uri(None, "runs")   # $MLFLOW_TRACKING_URI, else 'sqlite:////.../runs/mlflow.db'
+    """
+    if configured:
+        return configured
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{pathlib.Path(runs_dir).resolve() / 'mlflow.db'}"
+
+
+def uri_origin(configured: str | None) -> str:
+    """Where `resolve_tracking_uri` took the URI from, in the words a message uses."""
+    if configured:
+        return "mlflow.tracking_uri"
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return "$MLFLOW_TRACKING_URI"
+    return "the embedded store of runs_dir"
 
 
 _SECRET_QUERY = re.compile(r"pass|secret|token|key|auth|credential", re.IGNORECASE)
@@ -253,3 +281,36 @@ def check_store(uri: str, experiment: str, origin: str | None = None) -> None:
                                  f"check the URI, {_NO_TRACKING}") from None
     finally:
         retries.setLevel(level)
+
+
+def existing_store_uri(tracking_uri: str | None, runs_dir: str | pathlib.Path) -> str:
+    """The store a command that only reads (``make compare``, ``make promote``) should read: the one
+    training logs to (`resolve_tracking_uri`), checked to exist when it is an SQLite file, because
+    opening a missing one would silently create an empty store. Servers are not contacted here.
+
+    Args:
+        tracking_uri: the store (None: $MLFLOW_TRACKING_URI, else the embedded store of ``runs_dir``).
+        runs_dir: the runs folder of the configs, where the embedded store lives.
+
+    Returns:
+        The tracking URI.
+
+    Raises:
+        TrackingStoreError: the SQLite store does not exist (the message says how to make or name one).
+
+    Example:
+
+        import tempfile
+        existing_store_uri("http://127.0.0.1:5000", "runs")   # 'http://127.0.0.1:5000'
+        try:
+            existing_store_uri(None, tempfile.mkdtemp())   # an empty runs folder: nothing was trained there
+        except TrackingStoreError as e:
+            print(e)   # no MLflow store at .../mlflow.db: train first (`make train`), ...
+    """
+    uri = resolve_tracking_uri(tracking_uri, runs_dir)
+    path = _sqlite_path(uri) if uri.startswith("sqlite:///") else None
+    if path is not None and not path.exists():
+        raise TrackingStoreError(f"no MLflow store at {path}: train first (`make train`), pass --runs-dir to the "
+                                 f"runs_dir of your config, or point --tracking-uri / $MLFLOW_TRACKING_URI at "
+                                 f"your tracking server")
+    return uri

@@ -1,5 +1,6 @@
 """The start-up check of the MLflow store: one line for every store that cannot work, naming the
-store with its secrets hidden, and nothing created; MLflow's file store works."""
+store with its secrets hidden, and nothing created; MLflow's file store works. The store a reading
+command finds is the one training logs to, and looking never creates an empty one."""
 
 import http.server
 import socket
@@ -8,7 +9,7 @@ import threading
 
 import pytest
 
-from pipelines.tracking_store import TrackingStoreError, check_store, error_line, safe_uri
+from pipelines.tracking_store import TrackingStoreError, check_store, error_line, existing_store_uri, safe_uri
 
 NO_TRACKING = "or train without tracking: --set mlflow.enabled=false"
 
@@ -114,3 +115,19 @@ def test_a_file_store_switched_off_by_the_user_is_one_line(tmp_path, monkeypatch
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "false")
     message = _refusal((tmp_path / "mlruns").as_uri())
     assert "MLflow's file store is switched off (MLFLOW_ALLOW_FILE_STORE=false); unset it" in message, message
+
+
+def test_a_missing_embedded_store_names_its_path_and_is_not_created(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(TrackingStoreError, match=f"no MLflow store at {tmp_path / 'mlflow.db'}: train first"):
+        existing_store_uri(None, tmp_path)
+    assert not (tmp_path / "mlflow.db").exists()
+    (tmp_path / "mlflow.db").touch()
+    assert existing_store_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve() / 'mlflow.db'}"
+
+
+def test_a_named_or_environment_store_wins_over_the_runs_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert existing_store_uri(None, tmp_path) == "http://127.0.0.1:5000"
+    assert existing_store_uri("http://tracking:80", tmp_path) == "http://tracking:80"
+    assert existing_store_uri("sqlite:///:memory:", tmp_path) == "sqlite:///:memory:"  # nothing to find

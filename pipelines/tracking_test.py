@@ -11,7 +11,8 @@ import socket
 import pytest
 
 from pipelines import tracking
-from pipelines.tracking import PENDING_FILE, STATE_FILE, Tracker, local_artifact_root, resolve_tracking_uri
+from pipelines.tracking import PENDING_FILE, STATE_FILE, Tracker, local_artifact_root
+from pipelines.tracking_store import resolve_tracking_uri
 
 
 def _closed_port() -> int:

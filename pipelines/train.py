@@ -111,10 +111,10 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
     if cfg.mlflow.enabled and task.chief:
         from pipelines import tracking, tracking_store
 
-        uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri, cfg.runs_dir)
+        uri = tracking_store.resolve_tracking_uri(cfg.mlflow.tracking_uri, cfg.runs_dir)
         # Before any data is prepared or anything written: a store that cannot work stops the job in
         # one line now rather than leaving a whole run's records to --sync later.
-        tracking_store.check_store(uri, cfg.experiment, origin=tracking.uri_origin(cfg.mlflow.tracking_uri))
+        tracking_store.check_store(uri, cfg.experiment, origin=tracking_store.uri_origin(cfg.mlflow.tracking_uri))
 
     # The data first, before any seed is set: preparing a dataset draws from the global generators
     # (TFDS names its temporary folder with Python's `random`), which shifted a first run's weights

@@ -40,7 +40,7 @@ import uuid
 from typing import Callable
 
 import pipelines  # noqa: F401  (its MLflow settings: telemetry off, before mlflow loads)
-from pipelines.tracking_store import error_line, safe_uri
+from pipelines.tracking_store import TrackingStoreError, error_line, existing_store_uri, safe_uri
 
 # Progress bars of artifact downloads would interleave with the one-line messages.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -64,15 +64,12 @@ class PromoteError(Exception):
 
 def connect(tracking_uri: str | None, runs_dir: str | pathlib.Path = "runs"):
     """(MlflowClient, uri) for the registry training registers into (same resolution as training)."""
-    # pipelines.tracking first: it sets MLflow's short HTTP retries, so a dead registry costs seconds.
-    from pipelines.tracking import resolve_tracking_uri
-
     from mlflow import MlflowClient
 
-    uri = resolve_tracking_uri(tracking_uri, runs_dir)
-    if uri.startswith("sqlite:///") and not pathlib.Path(uri[len("sqlite:///"):]).exists():
-        raise PromoteError(f"no MLflow store at {uri[len('sqlite:///'):]}: train first, pass --runs-dir, or point "
-                           f"--tracking-uri / $MLFLOW_TRACKING_URI at your tracking server")
+    try:
+        uri = existing_store_uri(tracking_uri, runs_dir)
+    except TrackingStoreError as e:
+        raise PromoteError(str(e)) from None
     return MlflowClient(tracking_uri=uri, registry_uri=uri), uri
 
 

@@ -21,8 +21,8 @@ import math
 import pathlib
 from typing import Callable, Sequence
 
-from pipelines.compare_store import DEFAULT_RUNS_DIR, CompareError, store_uri
-from pipelines.tracking_store import error_line, safe_uri
+from pipelines.compare import DEFAULT_RUNS_DIR, CompareError
+from pipelines.tracking_store import error_line, existing_store_uri, safe_uri
 
 
 def find_parent(client, parent: str, experiment: str | None = None):
@@ -257,6 +257,11 @@ def compare_sweep(parent: str, experiment: str | None = None, *, tracking_uri: s
         dict with ``parent_run_id``, ``trials`` (dicts: trial, state, value, params, curves ...),
         ``importances`` (None when there are too few trials), ``table`` and ``files``.
 
+    Raises:
+        pipelines.tracking_store.TrackingStoreError: the embedded store does not exist.
+        pipelines.compare.CompareError: no such sweep (the message lists those that exist), no trials
+            yet, or the store cannot be read.
+
     Example::
 
         result = compare_sweep("setnet-digits-default")
@@ -265,7 +270,7 @@ def compare_sweep(parent: str, experiment: str | None = None, *, tracking_uri: s
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    uri = store_uri(tracking_uri, runs_dir)
+    uri = existing_store_uri(tracking_uri, runs_dir)
     client = MlflowClient(tracking_uri=uri)
     try:
         run = find_parent(client, parent, experiment)

@@ -20,7 +20,7 @@ import pathlib
 
 from pipelines.sweep.space import (SweepError, dataset_task, grid_size, load_sweep, make_pruner, make_sampler,
                                    plain_config)
-from pipelines.tracking import resolve_tracking_uri
+from pipelines.tracking_store import resolve_tracking_uri
 
 STUDY_TAG = "sweep.study"
 PARENT_ATTR = "mlflow.parent_run_id"

@@ -223,15 +223,15 @@ def test_compare_reads_the_experiment_through_mlflow(tracked, tmp_path):
 
 
 def test_compare_errors_name_what_exists(tracked, tmp_path, capsys, monkeypatch):
-    from pipelines.compare import main, server_command
-    from pipelines.compare_store import CompareError, store_uri
+    from pipelines.compare import CompareError, main, server_command
+    from pipelines.tracking_store import TrackingStoreError, existing_store_uri
 
     assert main(["--experiment", "no-such-experiment", "--tracking-uri", tracked["uri"]]) == 2
     err = capsys.readouterr().err
     assert "'no-such-experiment' does not exist" in err and EXPERIMENT in err
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    with pytest.raises(CompareError, match="no MLflow store at .*make train"):
-        store_uri(None, tmp_path)  # and no empty store is created by looking
+    with pytest.raises(TrackingStoreError, match="no MLflow store at .*make train"):
+        existing_store_uri(None, tmp_path)  # and no empty store is created by looking
     assert not (tmp_path / "mlflow.db").exists()
     with pytest.raises(CompareError, match="already serves the MLflow UI"):
         server_command(tracked["uri"], tmp_path)
