@@ -23,14 +23,13 @@ cannot be created or opened, a missing driver) stops it with one line.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pathlib
 import time
 from typing import Any, Callable
 
-from pipelines.tracking_store import error_line, open_client, safe_uri
+from pipelines.tracking_store import error_line, global_tracking_uri, open_client, safe_uri
 
 STATE_FILE = "mlflow.json"
 PENDING_FILE = "mlflow_pending.json"
@@ -56,21 +55,6 @@ def _rejected(error: Exception) -> bool:
         return 400 <= error.get_http_status_code() < 500
     # Local (sqlite) stores raise MlflowException directly; only a validation error is a refusal.
     return isinstance(error, MlflowException) and error.error_code == "INVALID_PARAMETER_VALUE"
-
-
-@contextlib.contextmanager
-def _global_tracking_uri(uri: str):
-    """MLflow's file registry store reads model versions through a client on the global tracking URI
-    (by default sqlite:///mlflow.db in the working folder, which it would create), not the client's."""
-    previous = os.environ.get("MLFLOW_TRACKING_URI")
-    os.environ["MLFLOW_TRACKING_URI"] = uri
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 def write_json(path: pathlib.Path, data) -> None:
@@ -257,7 +241,7 @@ class Tracker:
         elif op == "register":
             from pipelines.registry import register_export
 
-            with _global_tracking_uri(self.uri):
+            with global_tracking_uri(self.uri):
                 version = register_export(self.client, record["name"], self.run_id, record["artifact_path"],
                                           record["tags"])
             self.print(f"MLflow: {record['artifact_path']} is version {version.version} of registered model "

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pathlib
@@ -66,6 +67,34 @@ def uri_origin(configured: str | None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return "$MLFLOW_TRACKING_URI"
     return "the embedded store of runs_dir"
+
+
+@contextlib.contextmanager
+def global_tracking_uri(uri: str):
+    """Within it, MLflow's global tracking URI ($MLFLOW_TRACKING_URI) is ``uri``.
+
+    MLflow's file registry store (a ``file:`` registry) reads each model version through a client on
+    the global tracking URI, not on the client's own; without one that is the default
+    sqlite:///mlflow.db, which it creates in the working folder. Registering into, or reading from,
+    a file registry therefore runs inside this.
+
+    Example:
+
+        import tempfile
+        from mlflow import MlflowClient
+        uri = f"file://{tempfile.mkdtemp()}"
+        with global_tracking_uri(uri):
+            MlflowClient(uri, registry_uri=uri).search_model_versions()   # no ./mlflow.db
+    """
+    previous = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous
 
 
 _SECRET_QUERY = re.compile(r"pass|secret|token|key|auth|credential", re.IGNORECASE)

@@ -40,7 +40,8 @@ import uuid
 from typing import Callable
 
 import pipelines  # noqa: F401  (its MLflow settings: telemetry off, before mlflow loads)
-from pipelines.tracking_store import TrackingStoreError, error_line, existing_store_uri, safe_uri
+from pipelines.tracking_store import (TrackingStoreError, error_line, existing_store_uri, global_tracking_uri,
+                                      safe_uri)
 
 # Progress bars of artifact downloads would interleave with the one-line messages.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -312,72 +313,75 @@ def promote(name: str, version: int | None, alias: str, *, base_path, model_conf
     if alias not in ALIASES:
         raise PromoteError(f"alias must be one of {', '.join(ALIASES)}, got {alias!r}")
     client, uri = connect(tracking_uri, runs_dir)
-    rm = registered_model(client, uri, name)
-    aliases = {a: int(v) for a, v in (rm.aliases or {}).items()}
-    history = champion_history(rm)
-    if aliases.get("champion") is not None and (not history or history[-1] != aliases["champion"]):
-        history.append(aliases["champion"])  # a champion set elsewhere (the MLflow UI) is remembered too
-    if rollback:
-        alias = "champion"
-        while history and history[-1] == aliases.get("champion"):
-            history.pop()
-        if not history:
-            raise PromoteError(f"{name!r} has no earlier champion to roll back to (champion: "
-                               f"{aliases.get('champion', 'none')})")
-        version = history[-1]
-    elif version is None:
-        raise PromoteError("pass --version N (or --rollback)")
-    mv = model_version(client, name, version)
-    check_servable(mv)
-    proto, header = read_models_config(config_path)
-    new_aliases = {**aliases, alias: int(mv.version)}
-    others = {a: model_version(client, name, v) for a, v in new_aliases.items() if a in ALIASES and a != alias}
-    for other in others.values():
-        check_servable(other)
+    # MLflow's file registry reads versions through a client on the global tracking URI; pointed at
+    # this registry, it does not create ./mlflow.db.
+    with global_tracking_uri(uri):
+        rm = registered_model(client, uri, name)
+        aliases = {a: int(v) for a, v in (rm.aliases or {}).items()}
+        history = champion_history(rm)
+        if aliases.get("champion") is not None and (not history or history[-1] != aliases["champion"]):
+            history.append(aliases["champion"])  # a champion set elsewhere (the MLflow UI) is remembered too
+        if rollback:
+            alias = "champion"
+            while history and history[-1] == aliases.get("champion"):
+                history.pop()
+            if not history:
+                raise PromoteError(f"{name!r} has no earlier champion to roll back to (champion: "
+                                   f"{aliases.get('champion', 'none')})")
+            version = history[-1]
+        elif version is None:
+            raise PromoteError("pass --version N (or --rollback)")
+        mv = model_version(client, name, version)
+        check_servable(mv)
+        proto, header = read_models_config(config_path)
+        new_aliases = {**aliases, alias: int(mv.version)}
+        others = {a: model_version(client, name, v) for a, v in new_aliases.items() if a in ALIASES and a != alias}
+        for other in others.values():
+            check_servable(other)
 
-    created: list[pathlib.Path] = []
-    try:
-        folders = {}
-        for a, m in [(alias, mv), *others.items()]:
-            folders[a], new = materialise(client, uri, m, base)
-            if new:
-                created.append(base / str(folders[a]))
+        created: list[pathlib.Path] = []
         try:
-            client.set_registered_model_alias(name, alias, str(mv.version))
-            if alias == "champion":
-                if not history or history[-1] != int(mv.version):
-                    history.append(int(mv.version))
-                client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
-        except Exception as e:
-            raise PromoteError(f"cannot set alias {alias} of {name!r} in the registry at {safe_uri(uri)}: "
-                               f"{error_line(e, uri, 300)}") from None
-    except BaseException:
-        for folder in created:  # a refusal leaves the base path as it was
-            shutil.rmtree(folder, ignore_errors=True)
-        raise
-
-    labels = {LABEL_OF[a]: f for a, f in folders.items()}
-    labels.setdefault("stable", labels.get("canary"))
-    labels.setdefault("canary", labels.get("stable"))
-    if server:
-        # TF Serving moves a label only onto a loaded version: load the new folders next to the
-        # labelled ones first, then move the labels.
-        old = current_labels(proto, name)
-        write_models_config(config_path, labelled_config(proto, name, base, old,
-                                                         set(old.values()) | set(labels.values())), header)
-        for folder in sorted(set(labels.values())):
+            folders = {}
+            for a, m in [(alias, mv), *others.items()]:
+                folders[a], new = materialise(client, uri, m, base)
+                if new:
+                    created.append(base / str(folders[a]))
             try:
-                wait_available(server, name, folder)
-            except TimeoutError as e:
-                raise PromoteError(f"{e}; the registry alias is set and the folder is in {config_path}, but the "
-                                   f"labels were not moved: run the same command again once the server loads it")
-    write_models_config(config_path, labelled_config(proto, name, base, labels, set(labels.values())), header)
-    verb = "rolled back" if rollback else "promoted"
-    printer(f"{verb}: {name} version {mv.version} is {alias} -> {base / str(folders[alias])} "
-            f"(label {LABEL_OF[alias]}); {config_path}: "
-            + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
-    return {"version": int(mv.version), "folder": folders[alias], "labels": labels,
-            "aliases": new_aliases}
+                client.set_registered_model_alias(name, alias, str(mv.version))
+                if alias == "champion":
+                    if not history or history[-1] != int(mv.version):
+                        history.append(int(mv.version))
+                    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(history))
+            except Exception as e:
+                raise PromoteError(f"cannot set alias {alias} of {name!r} in the registry at {safe_uri(uri)}: "
+                                   f"{error_line(e, uri, 300)}") from None
+        except BaseException:
+            for folder in created:  # a refusal leaves the base path as it was
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+        labels = {LABEL_OF[a]: f for a, f in folders.items()}
+        labels.setdefault("stable", labels.get("canary"))
+        labels.setdefault("canary", labels.get("stable"))
+        if server:
+            # TF Serving moves a label only onto a loaded version: load the new folders next to the
+            # labelled ones first, then move the labels.
+            old = current_labels(proto, name)
+            write_models_config(config_path, labelled_config(proto, name, base, old,
+                                                             set(old.values()) | set(labels.values())), header)
+            for folder in sorted(set(labels.values())):
+                try:
+                    wait_available(server, name, folder)
+                except TimeoutError as e:
+                    raise PromoteError(f"{e}; the registry alias is set and the folder is in {config_path}, but the "
+                                       f"labels were not moved: run the same command again once the server loads it")
+        write_models_config(config_path, labelled_config(proto, name, base, labels, set(labels.values())), header)
+        verb = "rolled back" if rollback else "promoted"
+        printer(f"{verb}: {name} version {mv.version} is {alias} -> {base / str(folders[alias])} "
+                f"(label {LABEL_OF[alias]}); {config_path}: "
+                + ", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+        return {"version": int(mv.version), "folder": folders[alias], "labels": labels,
+                "aliases": new_aliases}
 
 
 # --------------------------------------------------------------------------- CLI

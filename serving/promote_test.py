@@ -4,6 +4,7 @@ serving server, with trained models: tests/training/test_sweep.py.)"""
 
 import hashlib
 import json
+import os
 import pathlib
 
 import pytest
@@ -134,3 +135,31 @@ def test_no_store_at_all_is_refused(tmp_path, capsys, monkeypatch):
                     "--model-config-file", str(tmp_path / "models.config")]) == 2
     assert "no MLflow store at" in capsys.readouterr().err
     assert sorted(tmp_path.iterdir()) == []
+
+
+def test_a_file_registry_leaves_no_mlflow_db_in_the_working_folder(tmp_path, monkeypatch):
+    # MLflow's file registry reads each version through a client on the global tracking URI, whose
+    # default is sqlite:///mlflow.db in the working folder; a promotion points it at its registry.
+    from mlflow import MlflowClient
+
+    uri = (tmp_path / "store").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # so that the setup's own registry calls make none
+    client = MlflowClient(uri, registry_uri=uri)
+    run = client.create_run(client.create_experiment("e"))
+    export = tmp_path / "export"
+    (export / "variables").mkdir(parents=True)
+    (export / "saved_model.pb").write_bytes(b"model")
+    client.log_artifacts(run.info.run_id, str(export), "export/1")
+    client.create_registered_model("m")
+    client.create_model_version("m", f"runs:/{run.info.run_id}/export/1", run_id=run.info.run_id,
+                                tags={"invariance.passed": "True"})
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert pr.main(["--model", "m", "--version", "1", "--tracking-uri", uri, "--base-path", str(tmp_path / "b"),
+                    "--model-config-file", str(tmp_path / "models.config")]) == 0
+    assert list(work.iterdir()) == [] and "MLFLOW_TRACKING_URI" not in os.environ
+    assert (tmp_path / "b" / "1" / "saved_model.pb").read_bytes() == b"model"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert {a: int(v) for a, v in client.get_registered_model("m").aliases.items()} == {"champion": 1}
