@@ -24,8 +24,9 @@ import platform
 import subprocess
 
 from pipelines import config as config_lib
-from pipelines.config import Config
+from pipelines.config import Config, ConfigError
 from pipelines.tracking import read_json
+from pipelines.tracking_store import folder_problem
 
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Keys that change where or how a run is reported, not what it trains: left out of the run's name.
@@ -68,6 +69,15 @@ def resolve_run_dir(cfg: Config) -> tuple[pathlib.Path, bool]:
             return candidate, True
         i += 1
         candidate = base.with_name(f"{base.name}-{i}")
+
+
+def check_runs_dir(cfg: Config) -> None:
+    """`ConfigError` (one line naming ``runs_dir``) when run folders cannot be created there; checked
+    before any data is prepared, without creating anything, so that a run does not fail at its end."""
+    problem = folder_problem(cfg.runs_dir)
+    if problem:
+        raise ConfigError(f"runs_dir={cfg.runs_dir}: run folders cannot be created there: {problem}; choose a "
+                          f"writable folder: --set runs_dir=DIR")
 
 
 def checkpoint_folder(cfg: Config, run_dir: pathlib.Path) -> str:

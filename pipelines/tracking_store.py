@@ -158,7 +158,6 @@ def _check_sqlite(uri: str, where: str) -> None:
     """An SQLite store can be created or opened for writing, checked without creating anything:
     MLflow itself would create the folders, then retry a database it cannot open for minutes."""
     import sqlite3
-    import tempfile
 
     path = _sqlite_path(uri)
     if path is None:
@@ -180,17 +179,33 @@ def _check_sqlite(uri: str, where: str) -> None:
             if db is not None:
                 db.close()
         return
-    folder = path.parent.resolve()
+    problem = folder_problem(path.parent)
+    if problem:
+        raise TrackingStoreError(f"{where}: cannot create {path}: {problem}; {fix}")
+
+
+def folder_problem(folder: str | pathlib.Path) -> str | None:
+    """Why files cannot be written in ``folder`` (creating the folders it needs), or None; checked
+    without creating anything. Used for the embedded store's folder and for ``runs_dir`` itself.
+
+    Example:
+
+        folder_problem("/tmp/new/folder")   # None: /tmp is writable
+        folder_problem("/etc/hostname/runs")   # '/etc/hostname is a file, not a folder'
+    """
+    import tempfile
+
+    folder = pathlib.Path(folder).expanduser().resolve()
     existing = next(p for p in (folder, *folder.parents) if p.exists())
     if not existing.is_dir():
-        raise TrackingStoreError(f"{where}: {existing} is a file, not a folder, so {path} cannot be created; {fix}")
+        return f"{existing} is a file, not a folder"
     try:
         fd, probe = tempfile.mkstemp(dir=existing, prefix=".setnet-write-test-")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
-        raise TrackingStoreError(f"{where}: cannot create {path}: {existing} is not writable "
-                                 f"({e.strerror or e}); {fix}") from None
+        return f"{existing} is not writable ({e.strerror or e})"
+    return None
 
 
 def _where(uri: str, origin: str | None) -> str:

@@ -36,8 +36,8 @@ from pipelines.build import build_model, describe_data, make_objective, make_opt
 from pipelines.callbacks import job_callbacks, optional_callbacks
 from pipelines.config import Config, ConfigError
 from pipelines.finish import finish
-from pipelines.runs import (checkpoint_folder, config_digest, default_run_name, git_commit, hardware,
-                            note_unfinished_siblings, read_history, resolve_run_dir)
+from pipelines.runs import (check_runs_dir, checkpoint_folder, config_digest, default_run_name, git_commit,
+                            hardware, note_unfinished_siblings, read_history, resolve_run_dir)
 
 
 
@@ -115,6 +115,8 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         # Before any data is prepared or anything written: a store that cannot work stops the job in
         # one line now rather than leaving a whole run's records to --sync later.
         tracking_store.check_store(uri, cfg.experiment, origin=tracking_store.uri_origin(cfg.mlflow.tracking_uri))
+    if task.chief:
+        check_runs_dir(cfg)
 
     # The data first, before any seed is set: preparing a dataset draws from the global generators
     # (TFDS names its temporary folder with Python's `random`), which shifted a first run's weights

@@ -56,3 +56,19 @@ def test_sync_of_a_broken_run_folder_is_one_line(tmp_path, capsys):
                                                    "experiment": "exp"}))
     assert train.main(["--sync", str(tmp_path)]) == 2
     assert "MLflow has no store for the scheme 'htp'" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("runs_dir, problem", [("/proc/setnet-test-runs", "/proc is not writable"),
+                                               ("A_FILE/runs", "A_FILE is a file, not a folder")])
+def test_a_runs_dir_that_cannot_be_created_stops_training_before_anything_is_written(runs_dir, problem, tmp_path,
+                                                                                     capsys):
+    (tmp_path / "a_file").write_text("")
+    runs_dir, problem = (s.replace("A_FILE", str(tmp_path / "a_file")) for s in (runs_dir, problem))
+    argv = ["--set", f"runs_dir={runs_dir}", "mlflow.enabled=false", "train.epochs=1",
+            f"data.data_dir={tmp_path / 'tfds'}", f"export.root={tmp_path / 'exports'}"]
+    assert train.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: runs_dir={runs_dir}: run folders cannot be created "
+                                               f"there: {problem}"), err
+    assert err[0].endswith("choose a writable folder: --set runs_dir=DIR")
+    assert [p.name for p in tmp_path.iterdir()] == ["a_file"]  # no data prepared, no export
