@@ -71,13 +71,60 @@ def resolve_run_dir(cfg: Config) -> tuple[pathlib.Path, bool]:
         candidate = base.with_name(f"{base.name}-{i}")
 
 
-def check_runs_dir(cfg: Config) -> None:
-    """`ConfigError` (one line naming ``runs_dir``) when run folders cannot be created there; checked
-    before any data is prepared, without creating anything, so that a run does not fail at its end."""
-    problem = folder_problem(cfg.runs_dir)
-    if problem:
-        raise ConfigError(f"runs_dir={cfg.runs_dir}: run folders cannot be created there: {problem}; choose a "
-                          f"writable folder: --set runs_dir=DIR")
+def _written_folders(cfg: Config, chief: bool) -> list[tuple[str, str, str, str]]:
+    """(``key=value`` as the message names it, local folder, what goes there, what to do) for each
+    local folder this task of a run writes to."""
+    from pipelines.datasets import default_data_dir
+
+    folders = []
+    if chief:
+        folders.append((f"runs_dir={cfg.runs_dir}", cfg.runs_dir, "run folders", "--set runs_dir=DIR"))
+    # Every worker prepares (or takes the lock on) the data itself, so every worker needs its data dir.
+    data_dir = cfg.data.data_dir
+    if data_dir:
+        named, fix = f"data.data_dir={data_dir}", "--set data.data_dir=DIR"
+    else:  # null: $TFDS_DATA_DIR, else the project's data/tfds
+        data_dir, env = str(default_data_dir()), os.environ.get("TFDS_DATA_DIR")
+        named = f"data.data_dir=null ({f'$TFDS_DATA_DIR={env}' if env else f'default {data_dir}'})"
+        fix = "--set data.data_dir=DIR" + (" or change $TFDS_DATA_DIR" if env else "")
+    folders.append((named, data_dir, "prepared datasets", fix))
+    if chief and cfg.export.enabled:
+        folders.append((f"export.root={cfg.export.root}", cfg.export.root, "exports",
+                        "--set export.root=DIR, or train without exporting: --set export.enabled=false"))
+    if chief and cfg.train.checkpoint_dir:
+        folders.append((f"train.checkpoint_dir={cfg.train.checkpoint_dir}", cfg.train.checkpoint_dir,
+                        "job checkpoints", "--set train.checkpoint_dir=DIR"))
+    # Object stores (gs://, s3://, hdfs://...) are not probed: whether a bucket takes writes cannot be
+    # told offline without writing to it, and their errors name the location themselves.
+    return [f for f in folders if "://" not in f[1]]
+
+
+def check_folders(cfg: Config, *, chief: bool = True) -> None:
+    """`ConfigError` (one line naming the config key) when a local folder the run writes to cannot be
+    created or written: ``runs_dir``, ``data.data_dir`` (or its default), ``export.root`` when
+    ``export.enabled`` and ``train.checkpoint_dir`` when set. Checked before any data is prepared,
+    without creating anything, so that a run does not fail after its training (the export) or with a
+    traceback (the data dir).
+
+    Args:
+        cfg: the resolved config.
+        chief: whether this task is the chief; the other workers of a multi-worker job write only
+            their data dir.
+
+    Example:
+
+        from pipelines.config import load_config
+        cfg = load_config(None, ["runs_dir=/tmp/runs", "export.root=/proc/exports"])
+        try:
+            check_folders(cfg)
+        except ConfigError as e:
+            print(e)   # export.root=/proc/exports: exports cannot be created there: /proc is not writable ...
+    """
+    for named, folder, what, fix in _written_folders(cfg, chief):
+        problem = folder_problem(folder)
+        if problem:
+            raise ConfigError(f"{named}: {what} cannot be created there: {problem}; choose a writable folder: "
+                              f"{fix}")
 
 
 def checkpoint_folder(cfg: Config, run_dir: pathlib.Path) -> str:

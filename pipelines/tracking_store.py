@@ -186,7 +186,8 @@ def _check_sqlite(uri: str, where: str) -> None:
 
 def folder_problem(folder: str | pathlib.Path) -> str | None:
     """Why files cannot be written in ``folder`` (creating the folders it needs), or None; checked
-    without creating anything. Used for the embedded store's folder and for ``runs_dir`` itself.
+    without creating anything. Used for the embedded store's folder and for the folders a run
+    writes to (`pipelines.runs.check_folders`).
 
     Example:
 

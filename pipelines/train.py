@@ -15,8 +15,8 @@ MLflow run; a finished one is left alone and a new run (``-2``, ``-3``...) start
 (`pipelines.loop`), its callbacks (`pipelines.callbacks`), MLflow (`pipelines.tracking`) and the
 test, plots and export at the end (`pipelines.finish`).
 
-Exit codes: 0 done; 2 bad config, missing data, impossible strategy, an MLflow store that cannot
-be used at start-up, or workers that restored different checkpoints; 75 a worker of a multi-worker job was lost (restart them all to resume);
+Exit codes: 0 done; 2 bad config (a folder it writes to that cannot be written included), missing
+data, impossible strategy, an MLflow store that cannot be used at start-up, or workers that restored different checkpoints; 75 a worker of a multi-worker job was lost (restart them all to resume);
 130 Ctrl-C and 143 SIGTERM, each after writing a checkpoint. See docs/training.md.
 """
 
@@ -36,7 +36,7 @@ from pipelines.build import build_model, describe_data, make_objective, make_opt
 from pipelines.callbacks import job_callbacks, optional_callbacks
 from pipelines.config import Config, ConfigError
 from pipelines.finish import finish
-from pipelines.runs import (check_runs_dir, checkpoint_folder, config_digest, default_run_name, git_commit,
+from pipelines.runs import (check_folders, checkpoint_folder, config_digest, default_run_name, git_commit,
                             hardware, note_unfinished_siblings, read_history, resolve_run_dir)
 
 
@@ -93,6 +93,9 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         pipelines.checkpointing.Stopped: SIGTERM or Ctrl-C; the job checkpoint was written first.
         pipelines.checkpointing.WorkerLostError: another worker of the job went away.
         pipelines.checkpointing.CheckpointMismatchError: the workers restored different checkpoints.
+        pipelines.config.ConfigError: among others, a folder the run writes to (``runs_dir``,
+            ``data.data_dir``, ``export.root``, ``train.checkpoint_dir``) cannot be written (raised
+            before anything is created).
         pipelines.tracking_store.TrackingStoreError: with ``mlflow.enabled``, the tracking store cannot
             be used at start-up (raised before any data is prepared or anything written).
     """
@@ -107,6 +110,9 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
     strategy = distribute.make_strategy(tcfg.strategy)
     task = distribute.task(strategy)
     say = printer if task.chief else (lambda *_: None)
+    # First of all: opening the embedded store below creates its database, which a folder that cannot
+    # be written must not leave behind.
+    check_folders(cfg, chief=task.chief)
     uri = None
     if cfg.mlflow.enabled and task.chief:
         from pipelines import tracking, tracking_store
@@ -115,8 +121,6 @@ def train(cfg: Config, *, callbacks=(), printer: Callable[[str], None] = print) 
         # Before any data is prepared or anything written: a store that cannot work stops the job in
         # one line now rather than leaving a whole run's records to --sync later.
         tracking_store.check_store(uri, cfg.experiment, origin=tracking_store.uri_origin(cfg.mlflow.tracking_uri))
-    if task.chief:
-        check_runs_dir(cfg)
 
     # The data first, before any seed is set: preparing a dataset draws from the global generators
     # (TFDS names its temporary folder with Python's `random`), which shifted a first run's weights
