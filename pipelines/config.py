@@ -180,6 +180,14 @@ class ExportConfig(Section):
     invariance_clouds: int = setting(8, "test clouds for the exported model's invariance check", min=1)
     invariance_permutations: int = setting(4, "random permutations per cloud", min=1)
 
+    def check(self):
+        # The export is written with pathlib and read back by the invariance check: a gs:// root
+        # would become a local folder named "gs:".
+        if "://" in self.root:
+            raise ConfigError(f"root: exports are written to a local folder, got {self.root!r}; export "
+                              "locally and copy the version folder (e.g. gsutil cp -r), or point TF Serving's "
+                              "--model_base_path at a synced folder")
+
 
 @dataclasses.dataclass(frozen=True)
 class MlflowConfig(Section):

@@ -91,6 +91,7 @@ def test_unknown_block_key(tmp_path):
     ("train:\n  strategy: mirored\n", r"must be one of .*did you mean 'mirrored'"),
     ("model:\n  head_dropout: 1.0\n", r"model.head_dropout: must be < 1.0"),
     ("data:\n  buckets: [64, 32]\n", r"data.buckets: must be increasing"),
+    ("export:\n  root: gs://bucket/exports\n", r"export.root: exports are written to a local folder"),
     # modelnet10 and modelnet40 are equally close: both are named.
     ("data:\n  name: modelnet20\n", r"unknown dataset 'modelnet20'.*did you mean 'modelnet40' or 'modelnet10'"),
     ("data: 5\n", r"'data' must be a mapping"),
@@ -106,7 +107,7 @@ def test_bad_values_fail_with_the_rule_and_the_file(tmp_path, text, match):
         load_config(path)
     assert str(path) in str(e.value) or "--set" in str(e.value) or "YAML" in str(e.value) \
         or "first block" in str(e.value) or "increasing" in str(e.value) or "pools" in str(e.value) \
-        or "dataset" in str(e.value)
+        or "dataset" in str(e.value) or "local folder" in str(e.value)
 
 
 def test_overrides(tmp_path):
