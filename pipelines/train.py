@@ -16,7 +16,8 @@ MLflow run; a finished one is left alone and a new run (``-2``, ``-3``...) start
 test, plots and export at the end (`pipelines.finish`).
 
 Exit codes: 0 done; 2 bad config (a folder it writes to that cannot be written included), missing
-data, impossible strategy, an MLflow store that cannot be used at start-up, or workers that restored different checkpoints; 75 a worker of a multi-worker job was lost (restart them all to resume);
+data, impossible strategy, an MLflow store that cannot be used at start-up, or workers that
+restored different checkpoints; 75 a worker of a multi-worker job was lost (restart them all to resume);
 130 Ctrl-C and 143 SIGTERM, each after writing a checkpoint. See docs/training.md.
 """
 
@@ -38,7 +39,6 @@ from pipelines.config import Config, ConfigError
 from pipelines.finish import finish
 from pipelines.runs import (check_folders, checkpoint_folder, config_digest, default_run_name, git_commit,
                             hardware, note_unfinished_siblings, read_history, resolve_run_dir)
-
 
 
 @contextlib.contextmanager
