@@ -49,3 +49,17 @@ def build(strategy, normalization: bool = False, init=None, learning_rate: float
                      else keras.optimizers.SGD(learning_rate, momentum=0.9))
         optimizer.build(model.trainable_variables)
     return model, optimizer
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on 127.0.0.1 (all bound at once, so none repeats), e.g. for the
+    workers of a TF_CONFIG cluster."""
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports

@@ -7,12 +7,13 @@ must be configured before TensorFlow initialises, and the XLA dump folder is a p
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+
+from tests.support.training import free_ports
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -100,21 +101,11 @@ def test_without_xla_nothing_is_compiled(tmp_path):
     assert _compiled_modules(dump) == {}
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 def test_multi_worker_matches_single_device(single_and_mirrored, tmp_path):
     """Two worker processes on 127.0.0.1 (MultiWorkerMirroredStrategy from TF_CONFIG) reach the
     single-device weights: each worker takes its half of every global batch."""
     out, _, _ = single_and_mirrored
-    workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+    workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
     procs = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})

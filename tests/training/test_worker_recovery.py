@@ -18,13 +18,14 @@ import os
 import pathlib
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import numpy as np
 import pytest
+
+from tests.support.training import free_ports
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -34,22 +35,12 @@ NEVER = 10**6
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def _free_ports(n):
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 class Job:
     """Two workers; each start runs the same command for a worker unless told otherwise."""
 
     def __init__(self, tmp, data_dir, runs=("runs", "runs"), checkpoint_dir=None):
         self.tmp, self.data_dir = tmp, data_dir
-        self.workers = [f"127.0.0.1:{p}" for p in _free_ports(2)]
+        self.workers = [f"127.0.0.1:{p}" for p in free_ports(2)]
         self.runs = [tmp / r for r in runs]
         self.checkpoint_dir = checkpoint_dir
 
