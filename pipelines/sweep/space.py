@@ -17,7 +17,6 @@ Example::
 
 from __future__ import annotations
 
-import difflib
 import math
 import pathlib
 import tempfile
@@ -26,6 +25,7 @@ from typing import Callable
 import yaml
 
 from pipelines import config as config_lib
+from setnet.config import suggest as did_you_mean  # 'suggest' here is Optuna's, below
 
 SAMPLERS = ("tpe", "random", "grid")
 DIRECTIONS = ("maximize", "minimize")
@@ -67,11 +67,6 @@ TOP_KEYS = {
 }
 PRUNER_KEYS = ("kind", "startup_trials", "warmup_epochs")
 PARAM_KEYS = ("choices", "low", "high", "log", "step")
-
-
-def _did_you_mean(word: str, valid) -> str:
-    near = difflib.get_close_matches(word, list(valid), n=1, cutoff=0.5)
-    return f"; did you mean {near[0]!r}?" if near else ""
 
 
 def _is_number(x) -> bool:
@@ -159,19 +154,19 @@ def load_sweep(path: str | pathlib.Path, base: dict, task: str | Callable[[], st
                          f"{type(raw).__name__}")
     for key in raw:
         if key not in TOP_KEYS:
-            raise SweepError(f"{where}: unknown key {key!r}{_did_you_mean(str(key), TOP_KEYS)} "
+            raise SweepError(f"{where}: unknown key {key!r}{did_you_mean(str(key), TOP_KEYS)} "
                              f"(keys: {', '.join(TOP_KEYS)})")
     sweep = {"study": raw.get("study"), "sampler": raw.get("sampler", "tpe"), "seed": raw.get("seed", 0),
              "trials": raw.get("trials", 10), "heartbeat_seconds": raw.get("heartbeat_seconds", 10)}
     objective = raw.get("objective")
     if objective is not None and objective not in EPOCH_METRICS:
         raise SweepError(f"{where}: objective {objective!r} is not a per-epoch metric; use one of "
-                         f"{', '.join(EPOCH_METRICS)}{_did_you_mean(str(objective), EPOCH_METRICS)}")
+                         f"{', '.join(EPOCH_METRICS)}{did_you_mean(str(objective), EPOCH_METRICS)}")
     if raw.get("direction", DIRECTIONS[0]) not in DIRECTIONS:
         raise SweepError(f"{where}: direction must be maximize or minimize, got {raw['direction']!r}")
     if sweep["sampler"] not in SAMPLERS:
         raise SweepError(f"{where}: sampler must be one of {', '.join(SAMPLERS)}, got {sweep['sampler']!r}"
-                         f"{_did_you_mean(str(sweep['sampler']), SAMPLERS)}")
+                         f"{did_you_mean(str(sweep['sampler']), SAMPLERS)}")
     for key in ("seed", "trials", "heartbeat_seconds"):
         value = sweep[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):
@@ -188,7 +183,7 @@ def load_sweep(path: str | pathlib.Path, base: dict, task: str | Callable[[], st
     for key, spec in space.items():
         key = str(key)
         if not _has_key(base, key):
-            raise SweepError(f"{where}: space key {key!r} is not a key of the config{_did_you_mean(key, keys)}")
+            raise SweepError(f"{where}: space key {key!r} is not a key of the config{did_you_mean(key, keys)}")
         if isinstance(_get(base, key), dict):
             raise SweepError(f"{where}: space key {key!r} is a section; name one of its keys, e.g. "
                              f"{next((k for k in keys if k.startswith(key + '.')), key + '.<key>')!r}")
@@ -291,7 +286,7 @@ def _check_pruner(pruner, where: str):
                          f"got {pruner!r}")
     for key in pruner:
         if key not in PRUNER_KEYS:
-            raise SweepError(f"{where}: unknown key pruner.{key}{_did_you_mean(str(key), PRUNER_KEYS)} "
+            raise SweepError(f"{where}: unknown key pruner.{key}{did_you_mean(str(key), PRUNER_KEYS)} "
                              f"(keys: {', '.join(PRUNER_KEYS)})")
     out = {"kind": pruner.get("kind", "median"), "startup_trials": pruner.get("startup_trials", 2),
            "warmup_epochs": pruner.get("warmup_epochs", 1)}
@@ -312,7 +307,7 @@ def _check_param(key: str, spec, where: str) -> dict:
                          f"log-uniform), got {spec!r}")
     for k in spec:
         if k not in PARAM_KEYS:
-            raise SweepError(f"{at}: unknown key {k!r}{_did_you_mean(str(k), PARAM_KEYS)} "
+            raise SweepError(f"{at}: unknown key {k!r}{did_you_mean(str(k), PARAM_KEYS)} "
                              f"(a distribution is choices, or low/high with optional log and step)")
     if "choices" in spec:
         extra = [k for k in spec if k != "choices"]
