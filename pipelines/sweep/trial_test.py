@@ -39,30 +39,40 @@ def test_parallel_trial_processes_draw_different_points():
     assert make_sampler(spec, 1)._rng.rng.random() != make_sampler(spec, 2)._rng.rng.random()
 
 
-def test_a_trial_reports_every_epoch_and_the_median_pruner_stops_a_worse_one(tmp_path, monkeypatch):
+def _two_trials(ctx, monkeypatch, curves, epoch_logs, result):
+    """Two trials of ``ctx`` with a median pruner, each a stand-in for `pipelines.train.train` that
+    does what it does with its callbacks (on_epoch_end after every epoch): epoch e of trial t logs
+    ``epoch_logs(curves[t][e])`` and the training returns ``result``. Returns the two Optuna trials,
+    the printed lines and the configs trained."""
     import optuna
 
     from pipelines import train as train_module
 
-    ctx = _context(tmp_path, "space: {model.global_pool: [max, mean]}")
-    curves = [[0.5, 0.6, 0.7], [0.1, 0.2, 0.3]]
     trained = []
 
     def fake_train(cfg, callbacks=(), printer=print):
-        # What pipelines.train.train does with its callbacks: on_epoch_end after every epoch.
         trained.append(cfg)
         history = []
         for epoch, value in enumerate(curves[len(trained) - 1]):
-            history.append({"val_accuracy": value, "loss": 1.0})
+            history.append(epoch_logs(value))
             for cb in callbacks:
                 cb.on_epoch_end(epoch, history[-1])
-        return {"history": history, "test_accuracy": 0.5, "export_path": None}
+        return {"history": history, **result}
 
     monkeypatch.setattr(train_module, "train", fake_train)
-    study = optuna.create_study(direction="maximize",
+    study = optuna.create_study(direction=ctx.sweep["direction"],
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
     lines = []
     study.optimize(lambda t: sweep_trial.run_trial(ctx, t, "host|1@1.2", printer=lines.append), n_trials=2)
+    return study, lines, trained
+
+
+def test_a_trial_reports_every_epoch_and_the_median_pruner_stops_a_worse_one(tmp_path, monkeypatch):
+    ctx = _context(tmp_path, "space: {model.global_pool: [max, mean]}")
+    assert ctx.sweep["direction"] == "maximize"
+    study, lines, trained = _two_trials(ctx, monkeypatch, [[0.5, 0.6, 0.7], [0.1, 0.2, 0.3]],
+                                        lambda value: {"val_accuracy": value, "loss": 1.0},
+                                        {"test_accuracy": 0.5, "export_path": None})
     first, second = study.trials
     assert first.state.name == "COMPLETE" and first.value == 0.7
     assert first.intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
@@ -76,32 +86,15 @@ def test_a_trial_reports_every_epoch_and_the_median_pruner_stops_a_worse_one(tmp
 
 
 def test_a_regression_trial_minimises_val_mae_and_keeps_its_test_mae_and_rmse(tmp_path, monkeypatch):
-    import optuna
-
-    from pipelines import train as train_module
-
     table = write_regression_table(tmp_path / "shapes.parquet")
     ctx = _context(tmp_path, "space: {train.loss: [mse, huber]}", "own_regression.yaml", f"data.path={table}")
     assert (ctx.sweep["objective"], ctx.sweep["direction"]) == ("val_mae", "minimize")
-    curves = [[0.5, 0.4, 0.3], [0.9, 0.8, 0.7]]  # the second trial's error is higher: worse
-    trained = []
-
-    def fake_train(cfg, callbacks=(), printer=print):
-        # What pipelines.train.train logs for a regression: loss and mae, val_loss, val_mae, val_rmse.
-        trained.append(cfg)
-        history = []
-        for epoch, value in enumerate(curves[len(trained) - 1]):
-            history.append({"loss": 2.0, "mae": 1.0, "val_loss": 2.0 * value, "val_mae": value, "val_rmse": 1.5})
-            for cb in callbacks:
-                cb.on_epoch_end(epoch, history[-1])
-        return {"history": history, "test_loss": 0.2, "test_mae": 0.25, "test_rmse": 0.35, "test_accuracy": None,
-                "export_path": None}
-
-    monkeypatch.setattr(train_module, "train", fake_train)
-    study = optuna.create_study(direction=ctx.sweep["direction"],
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
-    lines = []
-    study.optimize(lambda t: sweep_trial.run_trial(ctx, t, "host|1@1.2", printer=lines.append), n_trials=2)
+    # What pipelines.train.train logs for a regression: loss and mae, val_loss, val_mae, val_rmse; the
+    # second trial's error is higher: worse.
+    study, lines, _ = _two_trials(
+        ctx, monkeypatch, [[0.5, 0.4, 0.3], [0.9, 0.8, 0.7]],
+        lambda value: {"loss": 2.0, "mae": 1.0, "val_loss": 2.0 * value, "val_mae": value, "val_rmse": 1.5},
+        {"test_loss": 0.2, "test_mae": 0.25, "test_rmse": 0.35, "test_accuracy": None, "export_path": None})
     first, second = study.trials
     assert first.state.name == "COMPLETE" and first.value == 0.3
     assert first.intermediate_values == {1: 0.5, 2: 0.4, 3: 0.3}
