@@ -11,7 +11,7 @@ import pytest
 
 from serving import promote as pr
 from serving.server.config import load_model_config_file
-from tests.support.serving import free_port
+from serving.server.process import free_port
 
 SHIPPED_CONFIG = pathlib.Path(__file__).resolve().parent / "models.config"
 

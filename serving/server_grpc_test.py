@@ -16,8 +16,8 @@ from tensorflow_serving.apis import (classification_pb2, get_model_metadata_pb2,
                                      predict_pb2, prediction_service_pb2_grpc, regression_pb2)
 
 from pipelines.export import export_model
-from serving.server.process import ServerProcess
-from tests.support.serving import free_port, tiny_classifier, train_tiny
+from serving.server.process import ServerProcess, free_port
+from tests.support.serving import tiny_classifier, train_tiny
 
 # Every test here talks to a server process.
 pytestmark = pytest.mark.slow

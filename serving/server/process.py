@@ -13,7 +13,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 _PORT_FLAGS = ("--port", "--rest_api_port", "--rest-api-port")
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` now (the OS picks it; another process may still take it first)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
@@ -55,8 +56,8 @@ class ServerProcess:
     def _start(self) -> None:
         import subprocess
 
-        ports = (["--port", str(_free_port(self.host)), "--rest_api_port",
-                  str(_free_port(self.host))] if self.pick_ports else [])
+        ports = (["--port", str(free_port(self.host)), "--rest_api_port",
+                  str(free_port(self.host))] if self.pick_ports else [])
         self.ready_file.unlink(missing_ok=True)
         cmd = [sys.executable, "-m", "serving.server", *self.args, *ports,
                "--ready-file", str(self.ready_file)]

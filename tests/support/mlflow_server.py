@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.request
 
-from tests.support.serving import free_port
+from serving.server.process import free_port
 
 
 class MlflowServer:

@@ -75,13 +75,6 @@ def train_tiny(model, steps: int = 20, seed: int = 0, num_points: int = 64, batc
     return model
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 class serve_in_thread:
     """Runs an ASGI app under uvicorn in a background thread: `with serve_in_thread(app) as url`."""
 
