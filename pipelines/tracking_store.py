@@ -29,15 +29,6 @@ import pathlib
 import re
 from urllib.parse import urlsplit
 
-# A dead server must cost seconds per flush, not MLflow's default minutes of retries; set before
-# mlflow reads them, and only where the user has not chosen otherwise.
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-# MLflow 3 refuses its file store (file: URIs, plain folders) unless this is set, although the store
-# still works; whoever names a file: URI asks for it. An explicit MLFLOW_ALLOW_FILE_STORE=false wins.
-os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-
 
 class TrackingStoreError(Exception):
     """The MLflow store cannot be used at all; the message is one line: the store (secrets hidden),
